@@ -1,0 +1,37 @@
+"""kalla: financial reconciliation — two sources, a SQL matching rule, exact evidence."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("kalla")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
+
+from ._api import reconcile
+from .errors import *  # noqa: F403
+from .errors import __all__ as _error_names
+from .evidence import OutputPaths, RunMetadata, RunResult
+from .job import FilterCondition, FilterOp, JobRequest, JobSource, Side
+from .progress import ProgressEvent, Stage
+from .recipe import Recipe, RecipeSource, RecipeSources, SourceType, load_recipe
+
+__all__ = [
+    "FilterCondition",
+    "FilterOp",
+    "JobRequest",
+    "JobSource",
+    "OutputPaths",
+    "ProgressEvent",
+    "Recipe",
+    "RecipeSource",
+    "RecipeSources",
+    "RunMetadata",
+    "RunResult",
+    "Side",
+    "SourceType",
+    "Stage",
+    "__version__",
+    "load_recipe",
+    "reconcile",
+    *_error_names,
+]

@@ -1,0 +1,333 @@
+"""One reconciliation run: stage sources, match, compute unmatched exactly, publish evidence.
+
+Semantics (the heart of kalla):
+
+* a matched pair is one (left record, right record) that ``match_sql`` outputs; the
+  rewritten query carries both primary keys as struct columns, so this holds whatever
+  the query projects; ``matched_count`` counts distinct pairs;
+* unmatched records of a side are its records whose key is in no matched pair: an
+  anti-join on the full key against ``matched.parquet`` — never "total minus distinct";
+* a record with a NULL in its primary key cannot be told apart from others, so it is
+  never offered to ``match_sql`` and is always unmatched (counted in ``null_key_records``);
+* duplicate primary keys are an error naming examples.
+
+Results stream from DataFusion into Parquet; nothing big passes through Python lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..connectors import (
+    ConnectorContext,
+    ConnectorRegistry,
+    TableSource,
+    default_registry,
+    redact_uri,
+)
+from ..errors import (
+    DuplicatePrimaryKey,
+    ExecutionFailed,
+    KallaError,
+    PrimaryKeyMissing,
+    SchemaMismatch,
+)
+from ..evidence import RunMetadata, RunResult, RunStatus, RunWriter, SideCounts, SourceDescription
+from ..job import JobRequest, Side
+from ..progress import ProgressEvent, Stage
+from ..schema import schema_columns, schema_types
+from ..sql import SideTable, key_column, plan_match, quote
+from ._errors import translate
+from ._session import Engine, available_memory, parquet_rows
+
+__all__ = ["run_job"]
+
+ProgressFn = Callable[[ProgressEvent], None]
+_MATCHED = "__kalla_matched"
+
+
+def _base(side: Side) -> str:
+    return f"__kalla_src_{side.value}"
+
+
+def _all(side: Side) -> str:
+    return f"__kalla_all_{side.value}"
+
+
+def run_job(
+    request: JobRequest,
+    run_dir: str | Path,
+    *,
+    memory_limit: int | None = None,
+    progress: ProgressFn | None = None,
+    registry: ConnectorRegistry | None = None,
+) -> RunResult:
+    """Run ``request`` and publish its evidence atomically in ``run_dir``.
+
+    Raises a :class:`~kalla.KallaError` on failure, after publishing a ``metadata.json``
+    with status ``failed`` (unless the run folder already holds a completed run).
+    """
+    run = _Run(request, Path(run_dir), memory_limit, progress, registry or default_registry())
+    return run.execute()
+
+
+class _Run:
+    def __init__(
+        self, request: JobRequest, run_dir: Path, memory_limit: int | None,
+        progress: ProgressFn | None, registry: ConnectorRegistry,
+    ) -> None:  # fmt: skip
+        self.request = request
+        self.memory_limit = memory_limit
+        self.progress_fn = progress
+        self.registry = registry
+        self.started = datetime.now(UTC)
+        self.durations: dict[str, float] = {}
+        self.columns: dict[Side, dict[str, str]] = {}
+        self.counts: dict[Side, SideCounts] = {}
+        self.writer = RunWriter(run_dir)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _progress(self, stage: Stage, progress: float, **kw: Any) -> None:
+        if self.progress_fn is None:
+            return
+        with contextlib.suppress(Exception):
+            self.progress_fn(ProgressEvent(stage=stage, progress=progress, **kw))
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.durations[stage] = round(time.perf_counter() - started, 4)
+
+    def _metadata(self, status: RunStatus, **kw: Any) -> RunMetadata:
+        r = self.request
+        sources = {}
+        for side in Side:
+            src = r.source(side)
+            sources[side.value] = SourceDescription(
+                alias=src.alias,
+                uri=redact_uri(src.uri),
+                primary_key=r.keys(side),
+                filters=[f.model_dump(mode="json") for f in src.filters],
+                columns=self.columns.get(side, {}),
+            )
+        return RunMetadata(
+            run_id=r.run_id,
+            recipe_id=r.recipe_id,
+            status=status,
+            started_at=self.started,
+            completed_at=datetime.now(UTC),
+            durations_s=self.durations,
+            match_sql=r.match_sql,
+            sources=sources,
+            counts={s.value: c for s, c in self.counts.items()},
+            kalla_version=__version__,
+            **kw,
+        )
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        try:
+            engine = Engine(memory_limit=self.memory_limit, spill_dir=self._spill_dir())
+            with engine:
+                self._stage(engine)
+                matched_count, matched_rows = self._match(engine)
+                unmatched = self._unmatched(engine)
+        except KallaError as err:
+            self._fail(err)
+            raise
+        except Exception as exc:  # a bug or an untranslated failure: still typed, still recorded
+            failure = ExecutionFailed(
+                f"unexpected failure: {type(exc).__name__}: {exc}"[:500], stage="matching"
+            )
+            self._fail(failure)
+            raise failure from exc
+        t = time.perf_counter()
+        self._progress(Stage.PUBLISHING, 0.0)
+        meta = self._metadata(
+            RunStatus.COMPLETED,
+            matched_count=matched_count,
+            matched_rows=matched_rows,
+            unmatched_left_count=unmatched[Side.LEFT],
+            unmatched_right_count=unmatched[Side.RIGHT],
+        )
+        try:
+            self.writer.publish(meta)
+        except KallaError as err:
+            err.stage = err.stage or Stage.PUBLISHING.value
+            raise
+        self._timed("publishing", t)
+        meta.durations_s = self.durations
+        self._progress(Stage.PUBLISHING, 1.0)
+        return RunResult(
+            run_id=self.request.run_id,
+            matched_count=matched_count,
+            unmatched_left_count=unmatched[Side.LEFT],
+            unmatched_right_count=unmatched[Side.RIGHT],
+            output_paths=self.writer.output_paths(),
+            run_dir=str(self.writer.run_dir),
+            metadata=meta,
+        )
+
+    def _spill_dir(self) -> Path | None:
+        if self.memory_limit is None:
+            return None
+        path = self.writer.scratch / "spill"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _fail(self, err: KallaError) -> None:
+        try:
+            self.writer.publish(self._metadata(RunStatus.FAILED, error=err.to_dict()))
+        except KallaError:
+            self.writer.discard()
+
+    def _stage(self, engine: Engine) -> None:
+        t = time.perf_counter()
+        for i, side in enumerate(Side):
+            src = self.request.source(side)
+            self._progress(Stage.STAGING, i / 2, source=src.alias)
+            with translate(stage=Stage.STAGING.value, source=src.alias):
+                connector = self.registry.for_uri(src.uri)
+                staging = self.writer.scratch / f"staging_{side.value}"
+                table = connector.open(src, ConnectorContext(staging_dir=staging, options={}))
+                schema = engine.register_source(
+                    _base(side), table,
+                    declared=schema_types(src.schema_),
+                    staging_dir=staging,
+                    in_memory=self._fits_in_memory(table),
+                )  # fmt: skip
+                self.columns[side] = {f.name: str(f.type) for f in schema}
+                self._check_columns(side, schema.names)
+                predicate = (
+                    None
+                    if table.filters_applied
+                    else engine.filter_predicate(_base(side), src.filters, src.alias)
+                )
+                engine.register_filtered(_all(side), _base(side), predicate)
+                keys = self.request.keys(side)
+                not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in keys)
+                engine.register_filtered(src.alias, _all(side), not_null)
+            self._progress(Stage.STAGING, (i + 1) / 2, source=src.alias)
+        for side in Side:
+            with translate(stage=Stage.STAGING.value, source=self.request.source(side).alias):
+                self._check_duplicates(engine, side)
+        self._timed("staging", t)
+
+    def _fits_in_memory(self, table: TableSource) -> bool:
+        if table.format != "csv" or table.object_store is not None:
+            return False
+        size = sum(os.path.getsize(p) for p in table.paths)
+        budget = self.memory_limit if self.memory_limit is not None else available_memory() // 2
+        return size * 3 < budget
+
+    def _check_columns(self, side: Side, names: list[str]) -> None:
+        src = self.request.source(side)
+        declared = schema_columns(src.schema_)
+        missing = [c for c in declared if c not in names]
+        if missing:
+            raise SchemaMismatch(
+                f"source {src.alias!r} is missing column(s) {missing} its schema declares; "
+                f"it has {names}",
+                missing=missing,
+            )
+        keys = self.request.keys(side)
+        missing = [k for k in keys if k not in names]
+        if missing:
+            raise PrimaryKeyMissing(
+                f"source {src.alias!r} has no primary key column(s) {missing}; it has {names}",
+                missing=missing,
+            )
+
+    def _check_duplicates(self, engine: Engine, side: Side) -> None:
+        src = self.request.source(side)
+        keys = self.request.keys(side)
+        cols = ", ".join(quote(k) for k in keys)
+        dupes = engine.rows(
+            f"SELECT {cols}, count(*) AS __kalla_n FROM {quote(src.alias)} GROUP BY {cols} "
+            f"HAVING count(*) > 1 ORDER BY __kalla_n DESC, {cols} LIMIT 5"
+        )
+        if dupes:
+            examples = [
+                ", ".join(f"{k}={row[k]!s}" for k in keys) + f" ({row['__kalla_n']} records)"
+                for row in dupes
+            ]
+            raise DuplicatePrimaryKey(
+                f"source {src.alias!r} has several records with the same primary key {keys}, "
+                f"e.g. {'; '.join(examples)}; make the key unique (add columns to primary_key) "
+                "or deduplicate the source",
+                examples=[{k: str(row[k]) for k in keys} for row in dupes],
+            )
+
+    def _match(self, engine: Engine) -> tuple[int, int]:
+        t = time.perf_counter()
+        self._progress(Stage.MATCHING, 0.0)
+        sides = {
+            side: SideTable(
+                alias=self.request.source(side).alias,
+                keys=self.request.keys(side),
+                columns={f.name: f.type for f in engine.schema(_base(side))},
+            )
+            for side in Side
+        }
+        plan = plan_match(self.request.match_sql, sides)
+        with translate(stage=Stage.MATCHING.value, sql=True):
+            df = engine.dataframe(plan.sql)
+            for side in Side:
+                df = df.with_column_renamed(key_column(side), f"{side.value}_key")
+            path = self.writer.matched_path()
+            engine.write_parquet(df, path)
+            matched_rows = parquet_rows(path)
+            engine.register_source(
+                _MATCHED, TableSource(paths=[str(path)], format="parquet", description="matched")
+            )
+            matched_count = matched_rows and int(
+                engine.scalar(
+                    f"SELECT count(*) FROM (SELECT DISTINCT left_key, right_key FROM {_MATCHED})"
+                )
+            )
+        self._timed("matching", t)
+        self._progress(Stage.MATCHING, 1.0, matched_count=matched_count)
+        return matched_count, matched_rows
+
+    def _unmatched(self, engine: Engine) -> dict[Side, int]:
+        t = time.perf_counter()
+        out: dict[Side, int] = {}
+        for i, side in enumerate(Side):
+            self._progress(Stage.WRITING_RESULTS, i / 2)
+            keys = self.request.keys(side)
+            key_col = f"{side.value}_key"
+            fields = ", ".join(
+                f"get_field({key_col}, '{k.replace(chr(39), chr(39) * 2)}') AS {quote(f'k{j}')}"
+                for j, k in enumerate(keys)
+            )
+            on = " AND ".join(f"s.{quote(k)} = m.{quote(f'k{j}')}" for j, k in enumerate(keys))
+            query = (
+                f"SELECT s.* FROM {quote(_all(side))} s "
+                f"LEFT ANTI JOIN (SELECT {fields} FROM {_MATCHED}) m ON {on}"
+            )
+            path = self.writer.unmatched_path(side)
+            with translate(stage=Stage.WRITING_RESULTS.value):
+                engine.write_parquet(engine.dataframe(query), path)
+                unmatched = parquet_rows(path)
+                null_check = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
+                row = engine.rows(
+                    f"SELECT count(*) AS n, count(*) FILTER (WHERE {null_check}) AS nulls FROM {quote(_all(side))}"
+                )[0]
+            records = int(row["n"])
+            self.counts[side] = SideCounts(
+                records=records,
+                matched_records=records - unmatched,
+                unmatched_records=unmatched,
+                null_key_records=int(row["nulls"]),
+            )
+            out[side] = unmatched
+        self._timed("writing_results", t)
+        self._progress(Stage.WRITING_RESULTS, 1.0)
+        return out

@@ -1,0 +1,121 @@
+"""Run folders, published atomically: nobody ever reads a partial run.
+
+Files are written into a hidden sibling folder and renamed into place only once
+everything (``metadata.json`` last) is on disk. A completed run is never
+overwritten; a failed one may be replaced by a new attempt with the same run_id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from ..errors import EvidenceExists, EvidenceWriteFailed
+from ..job import Side
+from ._models import MATCHED, METADATA, UNMATCHED, OutputPaths, RunMetadata, RunStatus
+
+__all__ = ["RunWriter", "read_metadata"]
+
+
+def read_metadata(run_dir: Path) -> RunMetadata | None:
+    """The metadata of a published run, or ``None`` when there is none."""
+    path = run_dir / METADATA
+    if not path.is_file():
+        return None
+    return RunMetadata.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+class RunWriter:
+    """Writes one run's evidence into a temporary folder and publishes it by rename."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir).absolute()
+        existing = _status(self.run_dir)
+        if existing is RunStatus.COMPLETED:
+            raise EvidenceExists(
+                f"run {self.run_dir.name} is already published at {str(self.run_dir)!r}; "
+                "use a new run_id",
+                run_dir=str(self.run_dir),
+            )
+        try:
+            self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.run_dir.parent / f".{self.run_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise EvidenceWriteFailed(
+                f"cannot create the run folder under {str(self.run_dir.parent)!r}: {exc.strerror}"
+            ) from None
+        self.scratch = self.tmp / "_scratch"
+        self.scratch.mkdir()
+
+    def matched_path(self) -> Path:
+        return self.tmp / MATCHED
+
+    def unmatched_path(self, side: Side) -> Path:
+        return self.tmp / UNMATCHED[side.value]
+
+    def output_paths(self) -> OutputPaths:
+        return OutputPaths(
+            matched=str(self.run_dir / MATCHED),
+            unmatched_left=str(self.run_dir / UNMATCHED["left"]),
+            unmatched_right=str(self.run_dir / UNMATCHED["right"]),
+        )
+
+    def publish(self, metadata: RunMetadata) -> Path:
+        """Write ``metadata.json`` and move the folder into place in one rename."""
+        try:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            if metadata.status is RunStatus.FAILED:
+                for name in (MATCHED, *UNMATCHED.values()):
+                    (self.tmp / name).unlink(missing_ok=True)
+            _write_json(self.tmp / METADATA, metadata.model_dump_json(indent=2))
+            _fsync_dir(self.tmp)
+            self._swap_in()
+        except OSError as exc:
+            self.discard()
+            raise EvidenceWriteFailed(
+                f"cannot publish run {self.run_dir.name}: {exc.strerror}"
+            ) from None
+        return self.run_dir
+
+    def _swap_in(self) -> None:
+        if _status(self.run_dir) is RunStatus.COMPLETED:
+            raise EvidenceExists(f"run {self.run_dir.name} was published by someone else meanwhile")
+        if self.run_dir.exists():
+            # A failed earlier attempt: move it aside, then rename ours in.
+            old = self.run_dir.parent / f".{self.run_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(self.run_dir, old)
+            os.rename(self.tmp, self.run_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.tmp, self.run_dir)
+        _fsync_dir(self.run_dir.parent)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _status(run_dir: Path) -> RunStatus | None:
+    try:
+        meta = json.loads((run_dir / METADATA).read_text(encoding="utf-8"))
+        return RunStatus(meta.get("status"))
+    except (OSError, ValueError):
+        return None if not run_dir.exists() else RunStatus.FAILED
+
+
+def _write_json(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
