@@ -32,6 +32,8 @@ class Workspace:
         left_alias: str = "l_src",
         right_alias: str = "r_src",
         name: str = "recipe.yaml",
+        left_opts: dict[str, Any] | None = None,
+        right_opts: dict[str, Any] | None = None,
         **extra: Any,
     ) -> Path:
         data = {
@@ -39,12 +41,22 @@ class Workspace:
             "name": "test recipe",
             "match_sql": match_sql,
             "sources": {
-                "left": {"alias": left_alias, "type": "file", "uri": left, "primary_key": left_key or ["id"]},
-                "right": {"alias": right_alias, "type": "file", "uri": right, "primary_key": right_key or ["id"]},
+                "left": {
+                    "alias": left_alias,
+                    "type": "file",
+                    "uri": left,
+                    "primary_key": left_key or ["id"],
+                },
+                "right": {
+                    "alias": right_alias,
+                    "type": "file",
+                    "uri": right,
+                    "primary_key": right_key or ["id"],
+                },
             },
         }
-        for side in ("left", "right"):
-            data["sources"][side].update(extra.pop(side, {}))
+        data["sources"]["left"].update(left_opts or {})
+        data["sources"]["right"].update(right_opts or {})
         data.update(extra)
         path = self.root / name
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

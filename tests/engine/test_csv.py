@@ -38,7 +38,12 @@ def test_decimal_text_is_read_as_exact_decimal_with_the_largest_scale(tmp_path: 
     path.write_text("amount,rate\n100.00,1e3\n-3.5,2.5e-1\n7,1\n12345678.125,0.5\n")
     t = load(path)
     assert t.schema.field("amount").type == pa.decimal128(18, 3)
-    assert t.column("amount").to_pylist() == [Decimal("100.000"), Decimal("-3.500"), Decimal("7.000"), Decimal("12345678.125")]
+    assert t.column("amount").to_pylist() == [
+        Decimal("100.000"),
+        Decimal("-3.500"),
+        Decimal("7.000"),
+        Decimal("12345678.125"),
+    ]
     assert t.schema.field("rate").type == pa.float64()
 
 
@@ -55,7 +60,9 @@ def test_decimal_text_is_read_as_exact_decimal_with_the_largest_scale(tmp_path: 
         (["INV-1", "2"], pa.string()),
     ],
 )
-def test_inference_uses_every_value(tmp_path: Path, values: list[str], expected: pa.DataType) -> None:
+def test_inference_uses_every_value(
+    tmp_path: Path, values: list[str], expected: pa.DataType
+) -> None:
     path = tmp_path / "v.csv"
     path.write_text("v\n" + "\n".join(values) + "\n")
     assert load(path).schema.field("v").type == expected

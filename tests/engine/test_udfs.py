@@ -29,7 +29,9 @@ def engine() -> Engine:
 
 
 def col(engine: Engine, sql: str) -> list:
-    return [next(iter(r.values())) for r in engine.rows(prepare_sql(sql, {"t": engine.schema("t")}))]
+    return [
+        next(iter(r.values())) for r in engine.rows(prepare_sql(sql, {"t": engine.schema("t")}))
+    ]
 
 
 def test_tolerance_is_exact_at_the_boundary_for_literals(engine: Engine) -> None:
@@ -40,7 +42,13 @@ def test_tolerance_is_exact_at_the_boundary_for_literals(engine: Engine) -> None
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [("dec_a", "dec_b"), ("flt_a", "flt_b"), ("int_a", "dec_b"), ("dec_a", "txt_b"), ("flt_a", "txt_b")],
+    [
+        ("dec_a", "dec_b"),
+        ("flt_a", "flt_b"),
+        ("int_a", "dec_b"),
+        ("dec_a", "txt_b"),
+        ("flt_a", "txt_b"),
+    ],
 )
 def test_tolerance_is_exact_whatever_the_column_types(engine: Engine, a: str, b: str) -> None:
     got = col(engine, f"SELECT tolerance_match({a}, {b}, 0.02) FROM t")

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import csv
 import mmap
-import re
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,6 +47,8 @@ _PATTERNS = {
     "date": _DATE, "timestamp": _TIMESTAMP, "timestamptz": _TIMESTAMP_TZ,
 }  # fmt: skip
 _SAMPLE = 1000
+#: A value matching the key's pattern also matches these (int ⊂ decimal ⊂ float): skip the scan.
+_IMPLIES = {"int": {"decimal", "float"}, "decimal": {"float"}}
 
 
 def read_header(path: str) -> list[str]:
@@ -125,8 +127,13 @@ class _ColumnState:
         self.seen_values = True
         # A cheap look at a sample rules out most candidates before any full scan.
         for sample in (values.slice(0, _SAMPLE), values):
-            for kind in list(self.candidates):
-                if not pc.all(pc.match_substring_regex(sample, _PATTERNS[kind])).as_py():
+            implied: set[str] = set()
+            for kind in [k for k in _CANDIDATES if k in self.candidates]:
+                if kind in implied:
+                    continue
+                if pc.all(pc.match_substring_regex(sample, _PATTERNS[kind])).as_py():
+                    implied |= _IMPLIES.get(kind, set())
+                else:
                     self.candidates.discard(kind)
             if not self.candidates:
                 return
@@ -191,9 +198,10 @@ def infer_types(
 ) -> CsvColumns:
     """Types for ``names`` from every value; declared types are taken as given."""
     states = {n: _ColumnState() for n in names if n not in declared}
-    for batch in batches:
-        for name, state in states.items():
-            state.update(batch.column(name))
+    # pyarrow.compute releases the GIL: columns are inferred in parallel.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for batch in batches:
+            list(pool.map(_ColumnState.update, states.values(), [batch.column(n) for n in states]))
     types = {n: declared[n] if n in declared else states[n].result() for n in names}
     return CsvColumns(names=names, types=types)
 
@@ -245,17 +253,3 @@ def _first_bad(values: pa.Array, target: pa.DataType) -> str | None:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return str(value)
     return None
-
-
-def declared_columns_missing(names: list[str], declared: list[str]) -> list[str]:
-    return [c for c in declared if c not in names]
-
-
-def check_path(path: str) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise SourceNotFound(f"file {path!r} does not exist")
-    return p
-
-
-_ = re  # regexes are Arrow (RE2) patterns, not Python's

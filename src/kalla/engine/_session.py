@@ -150,9 +150,7 @@ class Engine:
     ) -> pa.Schema:
         # Object-store CSV: DataFusion reads it in place; decimals need declared types.
         kwargs: dict[str, Any] = {"file_extension": source.file_extension or ".csv"}
-        self._ctx.register_csv(
-            name, _csv_target(source), **kwargs
-        )
+        self._ctx.register_csv(name, _csv_target(source), **kwargs)
         schema = self._ctx.table(name).schema()
         if declared:
             fields = [pa.field(f.name, declared.get(f.name, f.type)) for f in schema]
