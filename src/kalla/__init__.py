@@ -1,10 +1,11 @@
 """kalla: financial reconciliation — two sources, a SQL matching rule, exact evidence."""
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _NotInstalled
+from importlib.metadata import version as _version
 
 try:
-    __version__ = version("kalla")
-except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = _version("kalla")
+except _NotInstalled:  # running from a source tree without installation
     __version__ = "0.0.0"
 
 from ._api import reconcile

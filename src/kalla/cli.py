@@ -169,7 +169,7 @@ def validate(recipe: Path) -> None:
         loaded = Recipe.load(recipe)
     except RecipeInvalid as err:
         console = _console()
-        console.print(f"[bold red]{recipe}[/]: {len(err.problems)} problem(s)", highlight=False)
+        console.print(f"[bold red]{recipe}[/]: {len(err.problems)} problem(s)", highlight=False, soft_wrap=True)
         for problem in err.problems:
             console.print(f"  - {problem}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -126,5 +126,5 @@ def test_tolerance_boundary_cases_are_in_the_data_and_match(tmp_path: Path) -> N
         ).fetchall()
     }
     assert {0.01, 0.02, 0.03} <= {float(d) for d in diffs}
-    result, got = kalla_answer(data, tmp_path / "out", declared_schema=False)
+    _, got = kalla_answer(data, tmp_path / "out", declared_schema=False)
     assert got["pairs"] == duckdb_truth(data)["pairs"]

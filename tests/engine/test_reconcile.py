@@ -186,10 +186,10 @@ def test_missing_primary_key_column(ws: Workspace) -> None:
 
 def test_missing_file_and_unknown_scheme(ws: Workspace) -> None:
     ws.write("right.csv", RIGHT)
-    with pytest.raises(SourceNotFound, match="left.csv"):
+    with pytest.raises(SourceNotFound, match=r"left\.csv"):
         run(ws, ws.recipe(MATCH))
     ws.write("left.csv", LEFT)
-    with pytest.raises(UnsupportedUri, match="supported schemes: .*file"):
+    with pytest.raises(UnsupportedUri, match=r"supported schemes: .*file"):
         run(ws, ws.recipe(MATCH), sources={"l_src": "ftp://host/x.csv"})
 
 

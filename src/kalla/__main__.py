@@ -1,0 +1,5 @@
+"""``python -m kalla`` is the ``kalla`` command."""
+
+from .cli import main
+
+main()
