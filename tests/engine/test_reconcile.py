@@ -279,3 +279,33 @@ def test_progress_reports_each_stage(ws: Workspace) -> None:
     assert stages[0] == "staging" and "matching" in stages and "writing_results" in stages
     assert {e.source for e in events if e.stage == "staging"} == {"l_src", "r_src"}
     assert [e.matched_count for e in events if e.stage == "matching" and e.progress == 1.0] == [2]
+
+
+def test_csv_staged_through_parquet_under_a_memory_limit_gives_the_same_answer(ws: Workspace) -> None:
+    rows = 50_000
+    ws.write("left.csv", "id,ref,amount\n" + "".join(f"{i},R{i},{i}.{i % 100:02d}\n" for i in range(rows)))
+    ws.write("right.csv", "id,ref,amount\n" + "".join(f"{i},R{i},{i}.{(i + i % 3) % 100:02d}\n" for i in range(0, rows, 2)))
+    recipe = ws.recipe("SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref AND tolerance_match(l.amount, r.amount, 0.01)")
+    from kalla.engine import run_job
+
+    request = kalla.Recipe.load(recipe).to_job_request()
+    limited = run_job(request, ws.root / "limited", memory_limit=32 << 20, stage_csv=True)
+    free = run(ws, recipe)
+    assert not (ws.root / "limited" / "_scratch").exists()
+    assert limited.metadata.sources["left"].columns["amount"] == "decimal128(18, 2)"
+    assert (limited.matched_count, limited.unmatched_left_count, limited.unmatched_right_count) == (
+        free.matched_count, free.unmatched_left_count, free.unmatched_right_count)
+    def cents(i: int, frac: int) -> int:
+        return i * 100 + frac
+
+    expected = sum(
+        1 for i in range(0, rows, 2) if abs(cents(i, i % 100) - cents(i, (i + i % 3) % 100)) <= 1
+    )
+    assert free.matched_count == expected
+
+
+def test_mixed_case_aliases_resolve_like_sql_names(ws: Workspace) -> None:
+    ws.write("left.csv", LEFT)
+    ws.write("right.csv", RIGHT)
+    recipe = ws.recipe(MATCH.replace("l_src", "Ledger").replace("r_src", "Bank"), left_alias="Ledger", right_alias="Bank")
+    assert run(ws, recipe).matched_count == 2

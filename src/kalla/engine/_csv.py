@@ -247,7 +247,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _first_bad(values: pa.Array, target: pa.DataType) -> str | None:
-    for value in values.drop_null().to_pylist()[:100_000]:
+    for value in values.drop_null().slice(0, 100_000).to_pylist():
         try:
             pc.cast(pa.array([value]), target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -68,13 +68,18 @@ def run_job(
     memory_limit: int | None = None,
     progress: ProgressFn | None = None,
     registry: ConnectorRegistry | None = None,
+    stage_csv: bool | None = None,
 ) -> RunResult:
     """Run ``request`` and publish its evidence atomically in ``run_dir``.
+
+    Local CSV sources are held in memory when they fit well within the memory budget and
+    otherwise streamed into Parquet staging files; ``stage_csv`` forces either way.
 
     Raises a :class:`~kalla.KallaError` on failure, after publishing a ``metadata.json``
     with status ``failed`` (unless the run folder already holds a completed run).
     """
     run = _Run(request, Path(run_dir), memory_limit, progress, registry or default_registry())
+    run.stage_csv = stage_csv
     return run.execute()
 
 
@@ -213,19 +218,24 @@ class _Run:
                 engine.register_filtered(_all(side), _base(side), predicate)
                 keys = self.request.keys(side)
                 not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in keys)
-                engine.register_filtered(src.alias, _all(side), not_null)
+                # SQL folds unquoted names to lower case, so that is the name match_sql sees.
+                engine.register_filtered(src.alias.lower(), _all(side), not_null)
             self._progress(Stage.STAGING, (i + 1) / 2, source=src.alias)
         for side in Side:
             with translate(stage=Stage.STAGING.value, source=self.request.source(side).alias):
                 self._check_duplicates(engine, side)
         self._timed("staging", t)
 
+    stage_csv: bool | None = None
+
     def _fits_in_memory(self, table: TableSource) -> bool:
         if table.format != "csv" or table.object_store is not None:
             return False
+        if self.stage_csv is not None:
+            return not self.stage_csv
         size = sum(os.path.getsize(p) for p in table.paths)
         budget = self.memory_limit if self.memory_limit is not None else available_memory() // 2
-        return size * 3 < budget
+        return size * 4 < budget
 
     def _check_columns(self, side: Side, names: list[str]) -> None:
         src = self.request.source(side)
@@ -250,7 +260,7 @@ class _Run:
         keys = self.request.keys(side)
         cols = ", ".join(quote(k) for k in keys)
         dupes = engine.rows(
-            f"SELECT {cols}, count(*) AS __kalla_n FROM {quote(src.alias)} GROUP BY {cols} "
+            f"SELECT {cols}, count(*) AS __kalla_n FROM {quote(src.alias.lower())} GROUP BY {cols} "
             f"HAVING count(*) > 1 ORDER BY __kalla_n DESC, {cols} LIMIT 5"
         )
         if dupes:
@@ -270,7 +280,7 @@ class _Run:
         self._progress(Stage.MATCHING, 0.0)
         sides = {
             side: SideTable(
-                alias=self.request.source(side).alias,
+                alias=self.request.source(side).alias.lower(),
                 keys=self.request.keys(side),
                 columns={f.name: f.type for f in engine.schema(_base(side))},
             )

@@ -67,7 +67,11 @@ class Engine:
         )
         runtime = RuntimeEnvBuilder()
         if memory_limit is not None:
-            config = config.set("datafusion.optimizer.prefer_hash_join", "false")
+            config = config.set("datafusion.optimizer.prefer_hash_join", "false").set(
+                # Sorts reserve this much up front for merging spills; keep it in proportion.
+                "datafusion.execution.sort_spill_reservation_bytes",
+                str(min(10 << 20, memory_limit // 8)),
+            )
             runtime = runtime.with_fair_spill_pool(memory_limit)
             runtime = (
                 runtime.with_disk_manager_specified(str(spill_dir))

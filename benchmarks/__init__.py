@@ -1,0 +1,1 @@
+"""Benchmark data generator, DuckDB baseline and timing harness (not part of the kalla package)."""
