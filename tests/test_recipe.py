@@ -78,8 +78,14 @@ def test_validation_collects_every_problem(tmp_path: Path) -> None:
     ("source", "message"),
     [
         ({"alias": "a", "type": "postgres", "primary_key": ["id"]}, "needs a uri"),
-        ({"alias": "a", "type": "postgres", "uri": "s3://b/k.csv", "primary_key": ["id"]}, "does not fit type"),
-        ({"alias": "a", "type": "file", "primary_key": ["id"], "schema": {"x": "money"}}, "unknown column type"),
+        (
+            {"alias": "a", "type": "postgres", "uri": "s3://b/k.csv", "primary_key": ["id"]},
+            "does not fit type",
+        ),
+        (
+            {"alias": "a", "type": "file", "primary_key": ["id"], "schema": {"x": "money"}},
+            "unknown column type",
+        ),
     ],
 )
 def test_source_rules(source: dict, message: str) -> None:
@@ -102,7 +108,12 @@ def test_schema_may_map_columns_to_types() -> None:
         },
     }  # fmt: skip
     recipe = Recipe.from_dict(data)
-    assert recipe.sources.left.schema_ == {"id": "text", "amount": "decimal(18,2)", "booked": "date", "note": None}
+    assert recipe.sources.left.schema_ == {
+        "id": "text",
+        "amount": "decimal(18,2)",
+        "booked": "date",
+        "note": None,
+    }
 
 
 def test_recipe_maps_to_a_job_request(tmp_path: Path) -> None:
@@ -110,7 +121,9 @@ def test_recipe_maps_to_a_job_request(tmp_path: Path) -> None:
     path.write_text(ORIGINAL)
     recipe = Recipe.load(path)
     run_id = uuid.uuid4()
-    job = recipe.to_job_request(run_id=run_id, output_path=f"runs/{run_id}", source_uris={"left_src": "/d/l.csv"})
+    job = recipe.to_job_request(
+        run_id=run_id, output_path=f"runs/{run_id}", source_uris={"left_src": "/d/l.csv"}
+    )
     assert isinstance(job, JobRequest)
     assert job.run_id == run_id
     assert job.source(Side.LEFT).uri == "/d/l.csv"

@@ -82,16 +82,34 @@ def test_money_udf_arguments_are_cast_exactly_by_type() -> None:
     ("sql", "error", "words"),
     [
         ("SELECT * FROM l_src", MatchSqlUnsupported, "r_src"),
-        ("SELECT count(*) FROM l_src l JOIN r_src r ON l.id = r.id", MatchSqlUnsupported, "aggregates"),
-        ("SELECT l.id FROM l_src l JOIN r_src r ON true GROUP BY l.id", MatchSqlUnsupported, "GROUP BY"),
-        ("SELECT * FROM l_src a JOIN l_src b ON a.id = b.id JOIN r_src r ON true", MatchSqlUnsupported, "more than once"),
+        (
+            "SELECT count(*) FROM l_src l JOIN r_src r ON l.id = r.id",
+            MatchSqlUnsupported,
+            "aggregates",
+        ),
+        (
+            "SELECT l.id FROM l_src l JOIN r_src r ON true GROUP BY l.id",
+            MatchSqlUnsupported,
+            "GROUP BY",
+        ),
+        (
+            "SELECT * FROM l_src a JOIN l_src b ON a.id = b.id JOIN r_src r ON true",
+            MatchSqlUnsupported,
+            "more than once",
+        ),
         ("SELECT * FROM l_src l JOIN secrets r ON true", MatchSqlInvalid, "may only read"),
         ("SELECT * FROM other.l_src l JOIN r_src r ON true", MatchSqlInvalid, "may only read"),
         ("SELECT l.id AS left_key FROM l_src l JOIN r_src r ON true", MatchSqlInvalid, "reserves"),
-        ("SELECT tolerance_match(l.amount, r.amount) FROM l_src l JOIN r_src r ON true", MatchSqlInvalid, "3 arguments"),
+        (
+            "SELECT tolerance_match(l.amount, r.amount) FROM l_src l JOIN r_src r ON true",
+            MatchSqlInvalid,
+            "3 arguments",
+        ),
     ],
 )
-def test_queries_that_cannot_yield_pairs_say_how_to_fix_them(sql: str, error: type, words: str) -> None:
+def test_queries_that_cannot_yield_pairs_say_how_to_fix_them(
+    sql: str, error: type, words: str
+) -> None:
     with pytest.raises(error, match=words):
         plan_match(sql, SIDES)
 

@@ -15,8 +15,15 @@ from .evidence import OutputPaths, RunMetadata, RunResult
 from .job import FilterCondition, FilterOp, JobRequest, JobSource, Side
 from .progress import ProgressEvent, Stage
 from .recipe import Recipe, RecipeSource, RecipeSources, SourceType, load_recipe
+from .rules import AggregateRule, Ambiguity, Cardinality, MatchRule, Rule, RuleMode
 
 __all__ = [
+    "AggregateRule",
+    "Ambiguity",
+    "Cardinality",
+    "MatchRule",
+    "Rule",
+    "RuleMode",
     "FilterCondition",
     "FilterOp",
     "JobRequest",

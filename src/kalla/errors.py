@@ -22,6 +22,7 @@ status for the runner, and whether retrying the same input could help::
     │   ├── CallbackHostNotAllowed      callback_host_not_allowed
     │   ├── OutputPathInvalid           output_path_invalid
     │   ├── MissingDependency           missing_dependency
+    │   ├── BroadcastTooLarge           broadcast_too_large   (ray engine)
     │   ├── Unauthorized                unauthorized          (runner: HTTP 401)
     │   ├── RequestTooLarge             request_too_large     (runner: HTTP 413)
     │   ├── JobNotFound                 job_not_found         (runner: HTTP 404)
@@ -36,6 +37,7 @@ status for the runner, and whether retrying the same input could help::
         ├── EvidenceWriteFailed         evidence_write_failed
         ├── EvidenceExists              evidence_exists
         ├── Cancelled                   cancelled
+        ├── ClusterUnavailable          cluster_unavailable   (ray engine: HTTP 503)
         ├── QueueFull                   queue_full            (runner: HTTP 503)
         └── ShuttingDown                shutting_down         (runner: HTTP 503)
 
@@ -47,8 +49,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "BroadcastTooLarge",
     "CallbackHostNotAllowed",
     "Cancelled",
+    "ClusterUnavailable",
     "ConnectionFailed",
     "DuplicatePrimaryKey",
     "EvidenceExists",
@@ -345,3 +349,20 @@ class SourceUriInvalid(InputError):
     """A source URI is malformed or carries an option its connector (or driver) rejects."""
 
     code = "source_uri_invalid"
+
+
+# --- Errors only the Ray engine raises ----------------------------------------------------------
+
+
+class BroadcastTooLarge(InputError):
+    """match_sql has no equality between the sides and the side to broadcast is over the limit."""
+
+    code = "broadcast_too_large"
+
+
+class ClusterUnavailable(RuntimeFailure):
+    """The Ray cluster cannot be reached or refused the connection (checked once, at start)."""
+
+    code = "cluster_unavailable"
+    http_status = 503
+    retryable = True

@@ -14,20 +14,11 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .rules import Rule, single_rule
 from .schema import ColumnSchema
+from .side import Side
 
 __all__ = ["FilterCondition", "FilterOp", "JobRequest", "JobSource", "Side"]
-
-
-class Side(StrEnum):
-    """Which side of a reconciliation a source or record is on."""
-
-    LEFT = "left"
-    RIGHT = "right"
-
-    @property
-    def other(self) -> Side:
-        return Side.RIGHT if self is Side.LEFT else Side.LEFT
 
 
 class FilterOp(StrEnum):
@@ -110,7 +101,14 @@ class JobRequest(BaseModel):
     callback_url: str | None = Field(
         default=None, description="Base URL for progress/complete/error callbacks (runner only)."
     )
-    match_sql: str = Field(min_length=1, description="One read-only query producing matched pairs.")
+    match_sql: str | None = Field(
+        default=None, min_length=1, description="One read-only query producing matched pairs."
+    )
+    rules: list[Rule] | None = Field(
+        default=None,
+        min_length=1,
+        description="Ordered matching rules (a waterfall), instead of match_sql.",
+    )
     sources: list[JobSource] = Field(min_length=2, max_length=2)
     output_path: str = Field(
         default="", description="Where evidence goes (relative to the evidence root)."
@@ -119,6 +117,24 @@ class JobRequest(BaseModel):
     recipe_id: str | None = Field(
         default=None, description="The recipe this job came from, if any."
     )
+
+    @model_validator(mode="after")
+    def _one_matching_model(self) -> Self:
+        if (self.match_sql is None) == (self.rules is None):
+            raise ValueError("give either match_sql or rules, not both and not neither")
+        if self.rules is not None:
+            names = [r.name for r in self.rules]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"rule names must be unique; repeated: {dupes}")
+        return self
+
+    def effective_rules(self) -> list[Rule]:
+        """The rules to run: ``rules``, or the one rule ``match_sql`` stands for."""
+        if self.rules is not None:
+            return list(self.rules)
+        assert self.match_sql is not None
+        return [single_rule(self.match_sql)]
 
     @model_validator(mode="after")
     def _keys_for_each_source(self) -> Self:

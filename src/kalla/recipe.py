@@ -27,6 +27,7 @@ from pydantic import (
 from .connectors import uri_scheme
 from .errors import RecipeInvalid, SourceNotFound
 from .job import FilterCondition, JobRequest, JobSource, Side
+from .rules import Rule
 from .schema import ColumnSchema
 
 __all__ = ["Recipe", "RecipeSource", "RecipeSources", "SourceType", "load_recipe"]
@@ -134,13 +135,31 @@ class Recipe(BaseModel):
     recipe_id: NonBlank
     name: NonBlank
     description: str = ""
-    match_sql: NonBlank = Field(description="One read-only SELECT/WITH query over the two aliases.")
+    match_sql: NonBlank | None = Field(
+        default=None, description="One read-only SELECT/WITH query over the two aliases."
+    )
+    rules: list[Rule] | None = Field(
+        default=None, min_length=1, description="Ordered matching rules, instead of match_sql."
+    )
     match_description: str = ""
     sources: RecipeSources
 
+    @model_validator(mode="after")
+    def _one_matching_model(self) -> Self:
+        if (self.match_sql is None) == (self.rules is None):
+            raise ValueError("give either match_sql or rules")
+        if self.rules is not None:
+            names = [r.name for r in self.rules]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"rule names must be unique; repeated: {dupes}")
+        return self
+
     @field_validator("match_sql")
     @classmethod
-    def _read_only(cls, v: str) -> str:
+    def _read_only(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         from .errors import KallaError
         from .sql import check_read_only
 
@@ -205,6 +224,7 @@ class Recipe(BaseModel):
             run_id=run_id or uuid.uuid4(),
             callback_url=callback_url,
             match_sql=self.match_sql,
+            rules=self.rules,
             sources=sources,
             output_path=output_path,
             primary_keys={

@@ -56,7 +56,7 @@ def quote(identifier: str) -> str:
 
 
 #: Evidence column names the match output may not use itself.
-EVIDENCE_COLUMNS = ("left_key", "right_key")
+EVIDENCE_COLUMNS = ("left_key", "right_key", "rule", "match_group")
 
 
 def key_column(side: Side) -> str:
@@ -96,6 +96,24 @@ def _kind(node: exp.Expr) -> str:
 def check_read_only(sql: str) -> None:
     """Raise ``MatchSqlForbidden``/``MatchSqlInvalid`` unless ``sql`` is one read-only query."""
     _parse(sql)
+
+
+def parse_expression(text: str) -> exp.Expr:
+    """One scalar SQL expression (no queries inside), for rank_by and aggregate rules."""
+    try:
+        tree = sqlglot.parse_one(text, read=DIALECT, into=exp.Condition)
+    except sqlglot.errors.SqlglotError as exc:
+        raise MatchSqlInvalid(f"{text!r} is not a SQL expression: {exc}") from None
+    if isinstance(tree, exp.Query) or any(
+        isinstance(n, (exp.Query, *_FORBIDDEN)) for n in tree.walk()
+    ):
+        raise MatchSqlForbidden(f"{text!r} must be a plain expression, not a query")
+    return tree
+
+
+def check_expression(text: str) -> None:
+    """Raise unless ``text`` is one plain SQL expression."""
+    parse_expression(text)
 
 
 @dataclass
@@ -167,8 +185,14 @@ def _selects(tree: exp.Expr) -> list[exp.Select]:
     raise MatchSqlUnsupported(f"match_sql's outer query must be a SELECT, not {_kind(tree)}")
 
 
-def plan_match(sql: str, sides: dict[Side, SideTable]) -> MatchPlan:
-    """Rewrite ``sql`` so every output row carries both sides' primary keys."""
+def plan_match(
+    sql: str, sides: dict[Side, SideTable], extra: dict[str, str] | None = None
+) -> MatchPlan:
+    """Rewrite ``sql`` so every output row carries both sides' primary keys.
+
+    ``extra`` maps reserved output names to expressions over the query's own tables
+    (``rank_by``), appended to the projection next to the keys.
+    """
     tree = _parse(sql)
     ctes = _cte_lineage(tree)
     aliases = {side: sides[side].alias for side in Side}
@@ -183,6 +207,10 @@ def plan_match(sql: str, sides: dict[Side, SideTable]) -> MatchPlan:
     selects = _selects(tree)
     for select in selects:
         _inject_keys(select, sides, ctes)
+        for name, text in (extra or {}).items():
+            select.select(
+                exp.alias_(parse_expression(text), exp.to_identifier(name, quoted=True)), copy=False
+            )
     _cast_udf_arguments(tree, sides, ctes)
     return MatchPlan(sql=tree.sql(dialect=DIALECT))
 

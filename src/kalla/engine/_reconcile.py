@@ -39,11 +39,21 @@ from ..errors import (
     PrimaryKeyMissing,
     SchemaMismatch,
 )
-from ..evidence import RunMetadata, RunResult, RunStatus, RunWriter, SideCounts, SourceDescription
+from ..evidence import (
+    RuleCounts,
+    RunMetadata,
+    RunResult,
+    RunStatus,
+    RunWriter,
+    SideCounts,
+    SourceDescription,
+)
 from ..job import JobRequest, Side
 from ..progress import ProgressEvent, Stage
+from ..rules import RuleMode
 from ..schema import schema_columns, schema_types
-from ..sql import SideTable, key_column, plan_match, quote
+from ..sql import SideTable, quote
+from . import _rules
 from ._errors import translate
 from ._session import Engine, available_memory, parquet_rows
 
@@ -96,6 +106,8 @@ class _Run:
         self.durations: dict[str, float] = {}
         self.columns: dict[Side, dict[str, str]] = {}
         self.counts: dict[Side, SideCounts] = {}
+        self.rule_counts: list[RuleCounts] = []
+        self.has_suggestions = False
         self.writer = RunWriter(run_dir)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -128,9 +140,10 @@ class _Run:
             started_at=self.started,
             completed_at=datetime.now(UTC),
             durations_s=self.durations,
-            match_sql=r.match_sql,
+            match_sql=r.match_sql or "",
             sources=sources,
             counts={s.value: c for s, c in self.counts.items()},
+            rules=self.rule_counts,
             kalla_version=__version__,
             **kw,
         )
@@ -175,7 +188,7 @@ class _Run:
             matched_count=matched_count,
             unmatched_left_count=unmatched[Side.LEFT],
             unmatched_right_count=unmatched[Side.RIGHT],
-            output_paths=self.writer.output_paths(),
+            output_paths=self.writer.output_paths(suggested=self.has_suggestions),
             run_dir=str(self.writer.run_dir),
             metadata=meta,
         )
@@ -275,10 +288,8 @@ class _Run:
                 examples=[{k: str(row[k]) for k in keys} for row in dupes],
             )
 
-    def _match(self, engine: Engine) -> tuple[int, int]:
-        t = time.perf_counter()
-        self._progress(Stage.MATCHING, 0.0)
-        sides = {
+    def _sides(self, engine: Engine) -> dict[Side, SideTable]:
+        return {
             side: SideTable(
                 alias=self.request.source(side).alias.lower(),
                 keys=self.request.keys(side),
@@ -286,25 +297,67 @@ class _Run:
             )
             for side in Side
         }
-        plan = plan_match(self.request.match_sql, sides)
+
+    def _match(self, engine: Engine) -> tuple[int, int]:
+        """Run the rules as a waterfall; publish auto pairs as matched, suggestions apart."""
+        t = time.perf_counter()
+        self._progress(Stage.MATCHING, 0.0)
+        rules = self.request.effective_rules()
+        sides = self._sides(engine)
+        auto: list[Path] = []
+        suggested: list[Path] = []
+        pairs_so_far = 0
+        for i, rule in enumerate(rules):
+            if i > 0 and auto:
+                self._restrict_to_unmatched(engine, auto)
+            direct = len(rules) == 1 and rule.mode is RuleMode.AUTO
+            out = (
+                self.writer.matched_path() if direct else self.writer.scratch / f"rule_{i}.parquet"
+            )
+            with translate(stage=Stage.MATCHING.value, sql=True):
+                part = _rules.run_rule(engine, rule, i, sides, out, self.writer.scratch)
+                counts = _rules.part_counts(
+                    engine, part, f"__kalla_part_{i}", rule, records=len(rules) > 1
+                )
+            self.rule_counts.append(
+                RuleCounts(name=rule.name, kind=rule.kind, mode=rule.mode, **counts)
+            )
+            (auto if rule.mode is RuleMode.AUTO else suggested).append(part)
+            if rule.mode is RuleMode.AUTO:
+                pairs_so_far += counts["pairs"]
+            self._progress(Stage.MATCHING, (i + 1) / len(rules), matched_count=pairs_so_far)
         with translate(stage=Stage.MATCHING.value, sql=True):
-            df = engine.dataframe(plan.sql)
-            for side in Side:
-                df = df.with_column_renamed(key_column(side), f"{side.value}_key")
             path = self.writer.matched_path()
-            engine.write_parquet(df, path)
+            if auto != [path]:
+                _rules.combine(engine, auto, path, sides)
+            if suggested:
+                _rules.combine(engine, suggested, self.writer.suggested_path(), sides)
+                self.has_suggestions = True
             matched_rows = parquet_rows(path)
             engine.register_source(
                 _MATCHED, TableSource(paths=[str(path)], format="parquet", description="matched")
             )
-            matched_count = matched_rows and int(
-                engine.scalar(
-                    f"SELECT count(*) FROM (SELECT DISTINCT left_key, right_key FROM {_MATCHED})"
-                )
-            )
         self._timed("matching", t)
-        self._progress(Stage.MATCHING, 1.0, matched_count=matched_count)
-        return matched_count, matched_rows
+        return pairs_so_far, matched_rows
+
+    def _restrict_to_unmatched(self, engine: Engine, parts: list[Path]) -> None:
+        """Re-point each alias at its records that no earlier auto rule matched."""
+        for side in Side:
+            keys = self.request.keys(side)
+            key_col = f"{side.value}_key"
+            fields = ", ".join(
+                f"get_field({key_col}, '{k.replace(chr(39), chr(39) * 2)}') AS {quote(f'k{j}')}"
+                for j, k in enumerate(keys)
+            )
+            consumed = " UNION ALL ".join(
+                f"SELECT {fields} FROM {quote(f'__kalla_part_{i}')}" for i in range(len(parts))
+            )
+            on = " AND ".join(f"s.{quote(k)} = c.{quote(f'k{j}')}" for j, k in enumerate(keys))
+            not_null = " AND ".join(f"s.{quote(k)} IS NOT NULL" for k in keys)
+            engine.replace_view(
+                self.request.source(side).alias.lower(),
+                f"SELECT s.* FROM {quote(_all(side))} s LEFT ANTI JOIN ({consumed}) c ON {on} WHERE {not_null}",
+            )
 
     def _unmatched(self, engine: Engine) -> dict[Side, int]:
         t = time.perf_counter()
@@ -338,6 +391,11 @@ class _Run:
                 null_key_records=int(row["nulls"]),
             )
             out[side] = unmatched
+            for rc in self.rule_counts:
+                if (
+                    getattr(rc, f"{side.value}_records") < 0
+                ):  # the single rule: every matched record
+                    setattr(rc, f"{side.value}_records", records - unmatched)
         self._timed("writing_results", t)
         self._progress(Stage.WRITING_RESULTS, 1.0)
         return out

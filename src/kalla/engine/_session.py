@@ -187,6 +187,13 @@ class Engine:
         self._schemas[name] = df.schema()
         return self._schemas[name]
 
+    def replace_view(self, name: str, query: str) -> pa.Schema:
+        """Register ``query`` as ``name``, replacing what was registered under it."""
+        if name in self._schemas:
+            self._ctx.deregister_table(name)
+            del self._schemas[name]
+        return self.register_view(name, query)
+
     def register_filtered(self, name: str, base: str, predicate: str | None) -> pa.Schema:
         where = f" WHERE {predicate}" if predicate else ""
         return self.register_view(name, f"SELECT * FROM {quote(base)}{where}")

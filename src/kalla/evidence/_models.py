@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 MATCHED = "matched.parquet"
+SUGGESTED = "suggested.parquet"
 UNMATCHED = {"left": "unmatched_left.parquet", "right": "unmatched_right.parquet"}
 METADATA = "metadata.json"
 
@@ -34,6 +35,7 @@ class OutputPaths(BaseModel):
     matched: str
     unmatched_left: str
     unmatched_right: str
+    suggested: str | None = Field(None, description="Pairs of suggest-mode rules, if any.")
 
 
 class SideCounts(BaseModel):
@@ -57,6 +59,17 @@ class SourceDescription(BaseModel):
     columns: dict[str, str] = Field(default_factory=dict, description="Column → Arrow type.")
 
 
+class RuleCounts(BaseModel):
+    """What one rule of the waterfall did."""
+
+    name: str
+    kind: str
+    mode: str
+    pairs: int = Field(description="Distinct (left, right) pairs the rule produced.")
+    left_records: int
+    right_records: int
+
+
 class RunMetadata(BaseModel):
     """``metadata.json`` of a run."""
 
@@ -69,6 +82,7 @@ class RunMetadata(BaseModel):
     match_sql: str
     sources: dict[str, SourceDescription] = Field(description="'left' and 'right'.")
     counts: dict[str, SideCounts] = Field(default_factory=dict, description="'left' and 'right'.")
+    rules: list[RuleCounts] = Field(default_factory=list, description="Per rule, in order.")
     matched_count: int | None = Field(None, description="Distinct (left, right) pairs matched.")
     matched_rows: int | None = Field(None, description="Rows in matched.parquet.")
     unmatched_left_count: int | None = None
@@ -95,5 +109,5 @@ class RunResult(BaseModel):
             "matched_count": self.matched_count,
             "unmatched_left_count": self.unmatched_left_count,
             "unmatched_right_count": self.unmatched_right_count,
-            "output_paths": self.output_paths.model_dump(),
+            "output_paths": self.output_paths.model_dump(exclude_none=True),
         }

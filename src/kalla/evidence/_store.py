@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import EvidenceExists, EvidenceWriteFailed
 from ..job import Side
-from ._models import MATCHED, METADATA, UNMATCHED, OutputPaths, RunMetadata, RunStatus
+from ._models import MATCHED, METADATA, SUGGESTED, UNMATCHED, OutputPaths, RunMetadata, RunStatus
 
 __all__ = ["RunWriter", "read_metadata"]
 
@@ -57,11 +57,15 @@ class RunWriter:
     def unmatched_path(self, side: Side) -> Path:
         return self.tmp / UNMATCHED[side.value]
 
-    def output_paths(self) -> OutputPaths:
+    def suggested_path(self) -> Path:
+        return self.tmp / SUGGESTED
+
+    def output_paths(self, *, suggested: bool = False) -> OutputPaths:
         return OutputPaths(
             matched=str(self.run_dir / MATCHED),
             unmatched_left=str(self.run_dir / UNMATCHED["left"]),
             unmatched_right=str(self.run_dir / UNMATCHED["right"]),
+            suggested=str(self.run_dir / SUGGESTED) if suggested else None,
         )
 
     def publish(self, metadata: RunMetadata) -> Path:
@@ -69,7 +73,7 @@ class RunWriter:
         try:
             shutil.rmtree(self.scratch, ignore_errors=True)
             if metadata.status is RunStatus.FAILED:
-                for name in (MATCHED, *UNMATCHED.values()):
+                for name in (MATCHED, SUGGESTED, *UNMATCHED.values()):
                     (self.tmp / name).unlink(missing_ok=True)
             _write_json(self.tmp / METADATA, metadata.model_dump_json(indent=2))
             _fsync_dir(self.tmp)
