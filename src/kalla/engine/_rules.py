@@ -39,8 +39,11 @@ def _key(side: Side) -> str:
     return f"{side.value}_key"
 
 
-def _order(ranks: list[str], *tie: Side) -> str:
-    parts = [f"{quote(r)} ASC NULLS LAST" for r in ranks] + [_key(s) for s in tie]
+def _order(ranks: list[str], keys: dict[Side, list[str]], *tie: Side) -> str:
+    # Window ORDER BY cannot take structs: order by the key's fields.
+    parts = [f"{quote(r)} ASC NULLS LAST" for r in ranks]
+    for side in tie:
+        parts += [f"get_field({_key(side)}, {_literal(k)})" for k in keys[side]]
     return ", ".join(parts)
 
 
@@ -68,6 +71,7 @@ def choose(
     *,
     cardinality: Cardinality,
     ranks: list[str],
+    keys: dict[Side, list[str]],
     ambiguity: Ambiguity,
     scratch: Path,
     tag: str,
@@ -80,7 +84,7 @@ def choose(
     pool = candidates
     if ambiguity is Ambiguity.LEAVE_UNMATCHED and exclusive:
         for side in sorted(exclusive):
-            rank_order = _order(ranks) or "1"
+            rank_order = _order(ranks, keys) or "1"
             name, path, _ = tables.write(
                 f"SELECT {_key(side)} FROM (SELECT {_key(side)}, rank() OVER (PARTITION BY {_key(side)} "
                 f"ORDER BY {rank_order}) AS __kalla_rk FROM {pool}) WHERE __kalla_rk = 1 "
@@ -99,7 +103,7 @@ def choose(
         (side,) = exclusive
         _, path, _ = tables.write(
             f"SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {_key(side)} "
-            f"ORDER BY {_order(ranks, side.other)}) AS __kalla_rn FROM {pool}) WHERE __kalla_rn = 1",
+            f"ORDER BY {_order(ranks, keys, side.other)}) AS __kalla_rn FROM {pool}) WHERE __kalla_rn = 1",
             "selected",
         )
         return Choice(path, choice_ambiguous)
@@ -107,8 +111,8 @@ def choose(
     while True:
         sel, _, n = tables.write(
             f"SELECT {cols} FROM (SELECT *, "
-            f"row_number() OVER (PARTITION BY left_key ORDER BY {_order(ranks, Side.RIGHT)}) AS __kalla_rl, "
-            f"row_number() OVER (PARTITION BY right_key ORDER BY {_order(ranks, Side.LEFT)}) AS __kalla_rr "
+            f"row_number() OVER (PARTITION BY left_key ORDER BY {_order(ranks, keys, Side.RIGHT)}) AS __kalla_rl, "
+            f"row_number() OVER (PARTITION BY right_key ORDER BY {_order(ranks, keys, Side.LEFT)}) AS __kalla_rr "
             f"FROM {pool}) WHERE __kalla_rl = 1 AND __kalla_rr = 1",
             "round",
         )
@@ -159,6 +163,7 @@ def run_rule(
     columns = [c for c in engine.schema(name).names if not c.startswith(RANK_PREFIX)]
     choice = choose(
         engine, name, columns, cardinality=rule.cardinality, ranks=list(ranks),
+        keys={side: sides[side].keys for side in Side},
         ambiguity=rule.ambiguous, scratch=scratch, tag=f"r{index}",
     )  # fmt: skip
     os.replace(choice.selected, out)
@@ -198,6 +203,7 @@ def _run_aggregate(
     columns = [c for c in engine.schema(candidates).names if not c.startswith(RANK_PREFIX)]
     choice = choose(
         engine, candidates, columns, cardinality=Cardinality.ONE_TO_ONE, ranks=[f"{RANK_PREFIX}0"],
+        keys={one: sides[one].keys, many: ["group"]},
         ambiguity=Ambiguity.BEST, scratch=scratch, tag=f"a{index}s",
     )  # fmt: skip
     chosen = f"__kalla_agg_chosen_{index}"
