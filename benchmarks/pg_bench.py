@@ -46,7 +46,10 @@ def load(conn: psycopg.Connection, name: str, parquet: Path, work: Path) -> None
     conn.execute(f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} ({cols})")
     csv = work / f"{name}.csv"
     pacsv.write_csv(table, csv)
-    with conn.cursor().copy(f"COPY {name} FROM STDIN (FORMAT csv, HEADER)") as copy, csv.open("rb") as f:
+    with (
+        conn.cursor().copy(f"COPY {name} FROM STDIN (FORMAT csv, HEADER)") as copy,
+        csv.open("rb") as f,
+    ):
         while chunk := f.read(1 << 20):
             copy.write(chunk)
     csv.unlink()
@@ -86,14 +89,18 @@ def run_seconds(recipe: Path, pg: PgServer, out: Path) -> tuple[float, float, di
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"kalla run failed: {err[-2000:]}")
     payload = json.loads(stdout)
-    counts = {k: payload[k] for k in ("matched_count", "unmatched_left_count", "unmatched_right_count")}
+    counts = {
+        k: payload[k] for k in ("matched_count", "unmatched_left_count", "unmatched_right_count")
+    }
     return elapsed, usage.ru_maxrss / 1024, counts
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, action="append", help="invoices per run (repeatable)")
-    parser.add_argument("--partitions", type=int, default=None, help="connector partitions (default: auto)")
+    parser.add_argument(
+        "--partitions", type=int, default=None, help="connector partitions (default: auto)"
+    )
     args = parser.parse_args()
     pg = PgServer.start()
     try:
@@ -107,7 +114,10 @@ def main() -> int:
                     load(conn, "payments", data.right, work)
                     load_s = time.perf_counter() - t0
                 copy_s = min(raw_copy_seconds(pg.dsn(), "invoices") for _ in range(2))
-                read_s = min(read_seconds(pg.uri("invoices"), work / f"staging{i}", args.partitions) for i in range(2))
+                read_s = min(
+                    read_seconds(pg.uri("invoices"), work / f"staging{i}", args.partitions)
+                    for i in range(2)
+                )
                 run_s, rss, counts = run_seconds(data.recipe, pg, work / "out")
                 expected = {"matched_count": data.expected.matched,
                             "unmatched_left_count": data.expected.unmatched_left,

@@ -24,10 +24,18 @@ def test_run_json_prints_exactly_the_completion_payload(ws: Workspace) -> None:
     ws.write("left.csv", LEFT)
     ws.write("right.csv", RIGHT)
     run_id = str(uuid.uuid4())
-    proc = kalla("run", str(ws.recipe(MATCH)), "--json", "--run-id", run_id, "-o", "ev", cwd=ws.root)
+    proc = kalla(
+        "run", str(ws.recipe(MATCH)), "--json", "--run-id", run_id, "-o", "ev", cwd=ws.root
+    )
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)
-    assert set(payload) == {"run_id", "matched_count", "unmatched_left_count", "unmatched_right_count", "output_paths"}
+    assert set(payload) == {
+        "run_id",
+        "matched_count",
+        "unmatched_left_count",
+        "unmatched_right_count",
+        "output_paths",
+    }
     assert payload["run_id"] == run_id and payload["matched_count"] == 2
     for path in payload["output_paths"].values():
         assert Path(path).is_file() and f"ev/runs/{run_id}" in path
@@ -65,7 +73,9 @@ def test_runtime_failure_exits_1(ws: Workspace) -> None:
 
 
 def test_validate_lists_every_problem(ws: Workspace) -> None:
-    bad = ws.write("bad.yaml", "recipe_id: x\nname: ''\nmatch_sql: UPDATE t SET a = 1\nsources: {}\n")
+    bad = ws.write(
+        "bad.yaml", "recipe_id: x\nname: ''\nmatch_sql: UPDATE t SET a = 1\nsources: {}\n"
+    )
     proc = kalla("validate", str(bad), cwd=ws.root)
     assert proc.returncode == 2
     assert "4 problem(s)" in " ".join(proc.stderr.split())

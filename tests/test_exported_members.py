@@ -5,7 +5,23 @@ import kalla
 
 def test_all_matches_the_public_names() -> None:
     public = {name for name in dir(kalla) if not name.startswith("_")}
-    modules = {"connectors", "engine", "errors", "evidence", "job", "progress", "recipe", "schema", "sql", "cli", "config", "runner", "rules", "side", "distributed"}
+    modules = {
+        "connectors",
+        "engine",
+        "errors",
+        "evidence",
+        "job",
+        "progress",
+        "recipe",
+        "schema",
+        "sql",
+        "cli",
+        "config",
+        "runner",
+        "rules",
+        "side",
+        "distributed",
+    }
     assert public - modules == set(kalla.__all__) - {"__version__"}
 
 

@@ -25,12 +25,15 @@ def reconcile(
     run_id: uuid.UUID | str | None = None,
     memory_limit: int | None = None,
     progress: Any = None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> RunResult:
     """Run a recipe and return its counts and evidence paths.
 
     ``recipe`` is a :class:`Recipe`, a path to a YAML/JSON recipe, or a dict.
     ``sources`` maps aliases to URIs, supplying or overriding the recipe's.
-    Evidence is published in ``output/runs/<run_id>/``.
+    Evidence is published in ``output/runs/<run_id>/``. ``engine="ray"`` runs on the Ray
+    cluster at ``ray_address`` (see ``docs/DISTRIBUTED.md``).
 
     >>> result = reconcile("examples/recipe.yaml", output=tmp)  # doctest: +SKIP
     >>> result.matched_count  # doctest: +SKIP
@@ -44,6 +47,12 @@ def reconcile(
     rid = uuid.UUID(str(run_id)) if run_id is not None else uuid.uuid4()
     request = recipe.to_job_request(run_id=rid, source_uris=sources)
     progress_fn = progress if callable(progress) else None
+    ray_options = None
+    if engine == "ray":
+        from .distributed import RayOptions
+
+        ray_options = RayOptions(address=ray_address)
     return run_job(
-        request, run_dir_for(output, rid), memory_limit=memory_limit, progress=progress_fn
-    )
+        request, run_dir_for(output, rid), memory_limit=memory_limit, progress=progress_fn,
+        engine=engine, ray_options=ray_options,
+    )  # fmt: skip

@@ -83,8 +83,23 @@ def main() -> None:
     is_flag=True,
     help="Print one JSON object (the completion payload) on stdout.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    envvar="KALLA_ENGINE",
+    help="Run in this process, or on a Ray cluster (needs kalla[ray]).",
+)
+@click.option(
+    "--ray-address",
+    metavar="HOST:PORT",
+    envvar="KALLA_RAY_ADDRESS",
+    help="The Ray cluster's head; default: this machine's Ray.",
+)
 def run(recipe: Path, sources: tuple[str, ...], output: Path, run_id: uuid.UUID | None,
-        memory_limit: str | None, as_json: bool) -> None:  # fmt: skip
+        memory_limit: str | None, as_json: bool, engine: str,
+        ray_address: str | None) -> None:  # fmt: skip
     """Run RECIPE and write its evidence."""
     from ._api import reconcile
     from .progress import ProgressEvent
@@ -121,6 +136,8 @@ def run(recipe: Path, sources: tuple[str, ...], output: Path, run_id: uuid.UUID 
             run_id=rid,
             memory_limit=limit,
             progress=progress,
+            engine=engine,
+            ray_address=ray_address,
         )
     except KallaError as err:
         if status is not None:
@@ -169,7 +186,11 @@ def validate(recipe: Path) -> None:
         loaded = Recipe.load(recipe)
     except RecipeInvalid as err:
         console = _console()
-        console.print(f"[bold red]{recipe}[/]: {len(err.problems)} problem(s)", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]{recipe}[/]: {len(err.problems)} problem(s)",
+            highlight=False,
+            soft_wrap=True,
+        )
         for problem in err.problems:
             console.print(f"  - {problem}", highlight=False, soft_wrap=True)
         sys.exit(2)

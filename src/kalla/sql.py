@@ -430,3 +430,124 @@ def _cast(arg: exp.Expr, kind: str, arrow: pa.DataType | None) -> exp.Expr:
     if kind == "int":
         return arrow_cast(arg, "Int64")
     return arrow_cast(arg, "Utf8")
+
+
+# --- near misses --------------------------------------------------------------------------------
+
+#: Why a candidate failed, by the kalla function of the predicate it failed.
+_REASONS = {
+    "tolerance_match": "amount_outside_tolerance",
+    "pct_tolerance_match": "amount_outside_tolerance",
+    "date_within": "date_outside_window",
+}
+
+
+@dataclass(frozen=True)
+class NearMissPlan:
+    """Candidates that satisfy a rule's equalities, with each other predicate as a flag.
+
+    ``sql`` yields ``left_key``, ``right_key``, ``__kalla_p{i}`` (predicate i held) and
+    ``__kalla_d{i}`` (how far it missed, where that has a measure); ``predicates`` gives
+    each predicate's reason code and text.
+    """
+
+    sql: str
+    predicates: list[tuple[str, str]]
+
+
+def _conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
+    if node is None:
+        return []
+    if isinstance(node, exp.And):
+        return _conjuncts(node.left) + _conjuncts(node.right)
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    return [node]
+
+
+def _only(node: exp.Expr, qualifier: str) -> bool:
+    cols = list(node.find_all(exp.Column))
+    return bool(cols) and all(c.table and _norm(c.args["table"]) == qualifier for c in cols)
+
+
+def plan_near_miss(sql: str, sides: dict[Side, SideTable]) -> NearMissPlan | None:
+    """The rule's query with only its cross-side equalities as the join, or ``None``.
+
+    ``None`` when the query has no such equality (every pair would be a "candidate"),
+    is not a single SELECT, or uses outer joins.
+    """
+    try:
+        tree = _parse(sql)
+        if not isinstance(tree, exp.Select):
+            return None
+        ctes = _cte_lineage(tree)
+        quals = _side_items(tree, sides, ctes)
+    except (MatchSqlInvalid, MatchSqlUnsupported, MatchSqlForbidden):
+        return None
+    joins = tree.args.get("joins") or []
+    if any(j.side or (j.kind or "").upper() not in ("", "INNER", "CROSS") for j in joins):
+        return None
+    where = tree.args.get("where")
+    conjuncts = _conjuncts(where.this if where is not None else None)
+    for join in joins:
+        conjuncts += _conjuncts(join.args.get("on"))
+        join.set("on", exp.true() if join.args.get("on") is not None else None)
+    equalities, predicates = [], []
+    left, right = quals[Side.LEFT], quals[Side.RIGHT]
+    for c in conjuncts:
+        if isinstance(c, exp.EQ) and (
+            (_only(c.left, left) and _only(c.right, right))
+            or (_only(c.left, right) and _only(c.right, left))
+        ):
+            equalities.append(c)
+        else:
+            predicates.append(c)
+    if not equalities or not predicates:
+        return None
+    texts = [p.sql(dialect=DIALECT, normalize_functions="lower") for p in predicates]
+    projection: list[exp.Expr] = []
+    for side in Side:
+        args: list[exp.Expr] = []
+        for key in sides[side].keys:
+            args.append(exp.Literal.string(key))
+            args.append(
+                exp.column(
+                    exp.to_identifier(key, quoted=True),
+                    table=exp.to_identifier(quals[side], quoted=True),
+                )
+            )
+        projection.append(
+            exp.alias_(exp.Anonymous(this="named_struct", expressions=args), f"{side.value}_key")
+        )
+    for i, pred in enumerate(predicates):
+        projection.append(exp.alias_(pred.copy(), f"__kalla_p{i}"))
+    tree.set("expressions", projection)
+    tree.set("where", exp.Where(this=exp.and_(*equalities)))
+    tree.set("distinct", None)
+    tree.set("order", None)
+    tree.set("limit", None)
+    _cast_udf_arguments(tree, sides, ctes)
+    reasons = []
+    for i, proj in enumerate(tree.expressions[2:]):
+        call = proj.unalias()
+        name = call.name.lower() if isinstance(call, exp.Anonymous) else ""
+        reasons.append(_REASONS.get(name, "condition_failed"))
+        diff: exp.Expr = exp.null()
+        if name in ("tolerance_match", "pct_tolerance_match"):
+            a, b = call.expressions[0].copy(), call.expressions[1].copy()
+            diff = exp.Abs(this=exp.Sub(this=a, expression=b))
+        elif name == "date_within":
+            a, b = (
+                exp.Anonymous(
+                    this="arrow_cast", expressions=[e.copy(), exp.Literal.string("Int32")]
+                )
+                for e in call.expressions[:2]
+            )
+            diff = exp.Abs(this=exp.Sub(this=a, expression=b))
+        diff = exp.Anonymous(
+            this="arrow_cast", expressions=[diff, exp.Literal.string("Decimal128(38, 10)")]
+        )
+        tree.select(exp.alias_(diff, f"__kalla_d{i}"), copy=False)
+    return NearMissPlan(
+        sql=tree.sql(dialect=DIALECT), predicates=list(zip(reasons, texts, strict=True))
+    )

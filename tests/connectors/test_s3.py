@@ -22,7 +22,9 @@ from tests.connectors.servers import S3_SECRET_KEY, S3Server, free_ports
 
 
 def open_(uri: str, tmp_path: Path, **options: object):  # type: ignore[no-untyped-def]
-    return S3Connector().open(JobSource(alias="src", uri=uri), ConnectorContext(staging_dir=tmp_path, options=options))
+    return S3Connector().open(
+        JobSource(alias="src", uri=uri), ConnectorContext(staging_dir=tmp_path, options=options)
+    )
 
 
 def test_single_objects_and_prefixes(s3_env: S3Server, tmp_path: Path) -> None:
@@ -31,7 +33,11 @@ def test_single_objects_and_prefixes(s3_env: S3Server, tmp_path: Path) -> None:
     s3_env.put("t1/in/readme.txt", b"not data")
     s3_env.put("t1/p/x.parquet", b"PAR1")
     table = open_("s3://kalla-test/t1/in/a.csv", tmp_path)
-    assert (table.paths, table.format, table.filters_applied) == (["s3://kalla-test/t1/in/a.csv"], "csv", False)
+    assert (table.paths, table.format, table.filters_applied) == (
+        ["s3://kalla-test/t1/in/a.csv"],
+        "csv",
+        False,
+    )
     assert table.object_store is not None and table.object_store.url == "s3://kalla-test/"
     prefix = open_("s3://kalla-test/t1/in/", tmp_path)
     assert prefix.paths == ["s3://kalla-test/t1/in/a.csv", "s3://kalla-test/t1/in/sub/b.csv"]
@@ -68,7 +74,11 @@ def test_settings_from_env_are_secret(s3_env: S3Server) -> None:
     assert settings.allow_http and settings.endpoint_url == s3_env.endpoint
     assert S3_SECRET_KEY not in repr(settings) and S3_SECRET_KEY not in settings.model_dump_json()
     uri = s3_env.put("t3/a.csv", b"id\n1\n")
-    spec = S3Connector().open(JobSource(alias="a", uri=uri), ConnectorContext(staging_dir=Path("."))).object_store
+    spec = (
+        S3Connector()
+        .open(JobSource(alias="a", uri=uri), ConnectorContext(staging_dir=Path(".")))
+        .object_store
+    )
     assert spec is not None
     assert S3_SECRET_KEY not in repr(spec)
     assert S3_SECRET_KEY.encode() not in pickle.dumps(spec)  # plans carry no secrets (seed S1)
@@ -77,14 +87,25 @@ def test_settings_from_env_are_secret(s3_env: S3Server) -> None:
 def test_from_env_defaults() -> None:
     s = S3Settings.from_env({"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
     assert (s.region, s.endpoint_url, s.allow_http) == ("us-east-1", None, False)
-    s = S3Settings.from_env({"AWS_ENDPOINT_URL": "https://x", "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "eu-west-1"})
+    s = S3Settings.from_env(
+        {
+            "AWS_ENDPOINT_URL": "https://x",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+        }
+    )
     assert (s.region, s.allow_http, s.access_key_id) == ("eu-west-1", True, None)
 
 
 def test_upload_run_puts_metadata_last(s3_env: S3Server, tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("metadata.json", "matched.parquet", "unmatched_left.parquet", "unmatched_right.parquet"):
+    for name in (
+        "metadata.json",
+        "matched.parquet",
+        "unmatched_left.parquet",
+        "unmatched_right.parquet",
+    ):
         (run / name).write_bytes(name.encode())
     urls = upload_run(run, "s3://kalla-test/evidence/run-1", S3Settings.from_env())
     assert urls[-1] == "s3://kalla-test/evidence/run-1/metadata.json" and len(urls) == 4

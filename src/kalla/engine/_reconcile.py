@@ -53,7 +53,7 @@ from ..progress import ProgressEvent, Stage
 from ..rules import RuleMode
 from ..schema import schema_columns, schema_types
 from ..sql import SideTable, quote
-from . import _rules
+from . import _reasons, _rules
 from ._errors import translate
 from ._session import Engine, available_memory, parquet_rows
 
@@ -79,15 +79,26 @@ def run_job(
     progress: ProgressFn | None = None,
     registry: ConnectorRegistry | None = None,
     stage_csv: bool | None = None,
+    engine: str = "local",
+    ray_options: Any = None,
 ) -> RunResult:
     """Run ``request`` and publish its evidence atomically in ``run_dir``.
 
     Local CSV sources are held in memory when they fit well within the memory budget and
     otherwise streamed into Parquet staging files; ``stage_csv`` forces either way.
+    ``engine="ray"`` runs the match on a Ray cluster (``ray_options``: a
+    :class:`kalla.distributed.RayOptions`), with the same evidence.
 
     Raises a :class:`~kalla.KallaError` on failure, after publishing a ``metadata.json``
     with status ``failed`` (unless the run folder already holds a completed run).
     """
+    if engine == "ray":  # the Ray backend (kalla.distributed) reuses _Run; imported on use
+        from ..distributed import run_job_ray
+
+        return run_job_ray(
+            request, run_dir, options=ray_options, memory_limit=memory_limit,
+            progress=progress, registry=registry, stage_csv=stage_csv,
+        )  # fmt: skip
     run = _Run(request, Path(run_dir), memory_limit, progress, registry or default_registry())
     run.stage_csv = stage_csv
     return run.execute()
@@ -107,6 +118,7 @@ class _Run:
         self.columns: dict[Side, dict[str, str]] = {}
         self.counts: dict[Side, SideCounts] = {}
         self.rule_counts: list[RuleCounts] = []
+        self.outputs: list[_rules.RuleOutput] = []
         self.has_suggestions = False
         self.writer = RunWriter(run_dir)
 
@@ -315,7 +327,9 @@ class _Run:
                 self.writer.matched_path() if direct else self.writer.scratch / f"rule_{i}.parquet"
             )
             with translate(stage=Stage.MATCHING.value, sql=True):
-                part = _rules.run_rule(engine, rule, i, sides, out, self.writer.scratch)
+                output = _rules.run_rule(engine, rule, i, sides, out, self.writer.scratch)
+                self.outputs.append(output)
+                part = output.part
                 counts = _rules.part_counts(
                     engine, part, f"__kalla_part_{i}", rule, records=len(rules) > 1
                 )
@@ -359,29 +373,67 @@ class _Run:
                 f"SELECT s.* FROM {quote(_all(side))} s LEFT ANTI JOIN ({consumed}) c ON {on} WHERE {not_null}",
             )
 
+    def _matched_keys(self, side: Side) -> str:
+        keys = self.request.keys(side)
+        fields = ", ".join(
+            f"get_field({side.value}_key, '{k.replace(chr(39), chr(39) * 2)}') AS {quote(f'k{j}')}"
+            for j, k in enumerate(keys)
+        )
+        return f"SELECT {fields} FROM {_MATCHED}"
+
+    def _key_join(self, side: Side, left: str, right: str) -> str:
+        return " AND ".join(
+            f"{left}.{quote(k)} = {right}.{quote(f'k{j}')}"
+            for j, k in enumerate(self.request.keys(side))
+        )
+
+    def _point_views(self, engine: Engine, side: Side) -> None:
+        """Aliases for near-miss search: ``side`` = its unmatched records, the other = all."""
+        for s in Side:
+            not_null = " AND ".join(f"s.{quote(k)} IS NOT NULL" for k in self.request.keys(s))
+            anti = (
+                f"LEFT ANTI JOIN ({self._matched_keys(s)}) m ON {self._key_join(s, 's', 'm')} "
+                if s is side
+                else ""
+            )
+            engine.replace_view(
+                self.request.source(s).alias.lower(),
+                f"SELECT s.* FROM {quote(_all(s))} s {anti}WHERE {not_null}",
+            )
+
     def _unmatched(self, engine: Engine) -> dict[Side, int]:
         t = time.perf_counter()
         out: dict[Side, int] = {}
+        rules = self.request.effective_rules()
+        sides = self._sides(engine)
+        suggested = self.writer.suggested_path() if self.has_suggestions else None
+        attempted = (
+            "make_array(" + ", ".join("'" + r.name.replace("'", "''") + "'" for r in rules) + ")"
+        )
         for i, side in enumerate(Side):
             self._progress(Stage.WRITING_RESULTS, i / 2)
             keys = self.request.keys(side)
-            key_col = f"{side.value}_key"
-            fields = ", ".join(
-                f"get_field({key_col}, '{k.replace(chr(39), chr(39) * 2)}') AS {quote(f'k{j}')}"
-                for j, k in enumerate(keys)
-            )
-            on = " AND ".join(f"s.{quote(k)} = m.{quote(f'k{j}')}" for j, k in enumerate(keys))
-            query = (
-                f"SELECT s.* FROM {quote(_all(side))} s "
-                f"LEFT ANTI JOIN (SELECT {fields} FROM {_MATCHED}) m ON {on}"
-            )
+            null_check = " OR ".join(f"s.{quote(k)} IS NULL" for k in keys)
             path = self.writer.unmatched_path(side)
             with translate(stage=Stage.WRITING_RESULTS.value):
+                reasons = _reasons.reasons_table(
+                    engine, side, rules=rules, outputs=self.outputs, sides=sides,
+                    suggested=suggested, scratch=self.writer.scratch,
+                    point_views=lambda s: self._point_views(engine, s),
+                )  # fmt: skip
+                query = (
+                    f"SELECT s.*, CASE WHEN {null_check} THEN 'null_key' "
+                    f"ELSE coalesce(r._reason, 'no_candidate') END AS _reason, "
+                    f"CASE WHEN {null_check} THEN NULL ELSE {attempted} END AS _rules_attempted, "
+                    f"r.{_reasons.CLOSEST} "
+                    f"FROM {quote(_all(side))} s "
+                    f"LEFT ANTI JOIN ({self._matched_keys(side)}) m ON {self._key_join(side, 's', 'm')} "
+                    f"LEFT JOIN {reasons} r ON {self._key_join(side, 's', 'r')}"
+                )
                 engine.write_parquet(engine.dataframe(query), path)
                 unmatched = parquet_rows(path)
-                null_check = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
                 row = engine.rows(
-                    f"SELECT count(*) AS n, count(*) FILTER (WHERE {null_check}) AS nulls FROM {quote(_all(side))}"
+                    f"SELECT count(*) AS n, count(*) FILTER (WHERE {null_check}) AS nulls FROM {quote(_all(side))} s"
                 )[0]
             records = int(row["n"])
             self.counts[side] = SideCounts(
@@ -392,9 +444,7 @@ class _Run:
             )
             out[side] = unmatched
             for rc in self.rule_counts:
-                if (
-                    getattr(rc, f"{side.value}_records") < 0
-                ):  # the single rule: every matched record
+                if getattr(rc, f"{side.value}_records") < 0:  # the single rule: all its records
                     setattr(rc, f"{side.value}_records", records - unmatched)
         self._timed("writing_results", t)
         self._progress(Stage.WRITING_RESULTS, 1.0)

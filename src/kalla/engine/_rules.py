@@ -22,9 +22,19 @@ from ..side import Side
 from ..sql import SideTable, key_column, plan_match, prepare_sql, quote
 from ._session import Engine, parquet_rows
 
-__all__ = ["RANK_PREFIX", "Choice", "choose", "combine", "part_counts", "run_rule"]
+__all__ = ["RANK_PREFIX", "Choice", "RuleOutput", "choose", "combine", "part_counts", "run_rule"]
 
 RANK_PREFIX = "__kalla_rank_"
+
+
+@dataclass
+class RuleOutput:
+    """A rule's pairs, plus what exception reasons need: its candidates and ambiguous records."""
+
+    part: Path
+    candidates: Path | None = None
+    ranks: list[str] = field(default_factory=list)
+    ambiguous: dict[Side, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,10 +150,10 @@ def _literal(text: str) -> str:
 
 def run_rule(
     engine: Engine, rule: Rule, index: int, sides: dict[Side, SideTable], out: Path, scratch: Path
-) -> Path:
-    """Run one rule over the aliases as they are registered now; return its pairs' Parquet file."""
+) -> RuleOutput:
+    """Run one rule over the aliases as they are registered now; its pairs go to ``out``."""
     if isinstance(rule, AggregateRule):
-        return _run_aggregate(engine, rule, index, sides, out, scratch)
+        return RuleOutput(_run_aggregate(engine, rule, index, sides, out, scratch))
     exclusive = rule.cardinality is not Cardinality.MANY_TO_MANY
     ranks = {f"{RANK_PREFIX}{j}": e for j, e in enumerate(rule.rank_by)} if exclusive else {}
     plan = plan_match(rule.match_sql, sides, extra=ranks)
@@ -153,7 +163,7 @@ def run_rule(
     df = df.with_column("rule", lit(rule.name))
     if not exclusive:
         engine.write_parquet(df, out)
-        return out
+        return RuleOutput(out)
     candidates = scratch / f"rule_{index}_candidates.parquet"
     engine.write_parquet(df, candidates)
     name = f"__kalla_candidates_{index}"
@@ -167,7 +177,7 @@ def run_rule(
         ambiguity=rule.ambiguous, scratch=scratch, tag=f"r{index}",
     )  # fmt: skip
     os.replace(choice.selected, out)
-    return out
+    return RuleOutput(out, candidates, list(ranks), choice.ambiguous)
 
 
 def _run_aggregate(

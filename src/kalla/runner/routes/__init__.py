@@ -1,0 +1,1 @@
+"""One router per resource: ``jobs`` (``/api/jobs``) and ``probes`` (health, ready, metrics)."""
