@@ -53,6 +53,11 @@ def arrow_type(name: str) -> pa.DataType:
         if not 1 <= precision <= 38 or scale > precision:
             raise ValueError(f"decimal precision must be 1..38 and scale ≤ precision, got {name!r}")
         return pa.decimal128(precision, scale)
+    if re.match(r"^(decimal|numeric)\s*\(\s*\d+\s*$", text):
+        raise ValueError(
+            f"column type {name!r} is cut at its comma: in a YAML flow mapping {{…}} write it "
+            "quoted, 'decimal(18,2)', or use one line per column"
+        )
     accepted = ", ".join(sorted(_SIMPLE)) + ", decimal(p,s)"
     raise ValueError(f"unknown column type {name!r}; use one of: {accepted}")
 

@@ -154,3 +154,98 @@ def reasons_table(
         f") WHERE __kalla_rn = 1",
     )
     return tag
+
+
+def _matched_keys(side: Side, keys: list[str], matched: str) -> str:
+    fields = ", ".join(
+        f"get_field({side.value}_key, {_lit(k)}) AS {quote(f'k{j}')}" for j, k in enumerate(keys)
+    )
+    return f"SELECT {fields} FROM {quote(matched)}"
+
+
+def _key_join(keys: list[str], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{quote(k)} = {right}.{quote(f'k{j}')}" for j, k in enumerate(keys))
+
+
+def unmatched_query(
+    engine: Engine,
+    side: Side,
+    *,
+    records: dict[Side, str],
+    matched: str,
+    rules: list[Rule],
+    outputs: list[RuleOutput],
+    sides: dict[Side, SideTable],
+    suggested: Path | None,
+    scratch: Path,
+) -> str:
+    """SQL for ``side``'s unmatched records: every source column, then the reason columns.
+
+    ``records`` names each side's table of records (filters applied, NULL keys included);
+    ``matched`` the table of matched pairs. Re-points the aliases while it works.
+    """
+
+    def point_views(this: Side) -> None:
+        # Near misses: this side's unmatched records against all the other side's records.
+        for s in Side:
+            keys = sides[s].keys
+            not_null = " AND ".join(f"s.{quote(k)} IS NOT NULL" for k in keys)
+            anti = (
+                f"LEFT ANTI JOIN ({_matched_keys(s, keys, matched)}) m ON {_key_join(keys, 's', 'm')} "
+                if s is this
+                else ""
+            )
+            engine.replace_view(
+                sides[s].alias, f"SELECT s.* FROM {quote(records[s])} s {anti}WHERE {not_null}"
+            )
+
+    keys = sides[side].keys
+    reasons = reasons_table(
+        engine, side, rules=rules, outputs=outputs, sides=sides,
+        suggested=suggested, scratch=scratch, point_views=point_views,
+    )  # fmt: skip
+    null_check = " OR ".join(f"s.{quote(k)} IS NULL" for k in keys)
+    attempted = "make_array(" + ", ".join(_lit(r.name) for r in rules) + ")"
+    return (
+        f"SELECT s.*, CASE WHEN {null_check} THEN 'null_key' "
+        f"ELSE coalesce(r._reason, 'no_candidate') END AS _reason, "
+        f"CASE WHEN {null_check} THEN NULL ELSE {attempted} END AS _rules_attempted, "
+        f"r.{CLOSEST} "
+        f"FROM {quote(records[side])} s "
+        f"LEFT ANTI JOIN ({_matched_keys(side, keys, matched)}) m ON {_key_join(keys, 's', 'm')} "
+        f"LEFT JOIN {reasons} r ON {_key_join(keys, 's', 'r')}"
+    )
+
+
+def reason_fields(side: Side, sides: dict[Side, SideTable]) -> list[pa.Field]:
+    """The columns kalla adds to a side's unmatched records."""
+    other = side.other
+    key = pa.struct([pa.field(k, sides[other].columns[k]) for k in sides[other].keys])
+    closest = pa.struct([
+        ("rule", pa.string()), ("key", key), ("predicate", pa.string()), ("difference", _DIFF),
+    ])  # fmt: skip
+    return [
+        pa.field("_reason", pa.string(), nullable=False),
+        pa.field("_rules_attempted", pa.list_(pa.string())),
+        pa.field(CLOSEST, closest),
+    ]
+
+
+def never_offered(
+    table: pa.Table, side: Side, sides: dict[Side, SideTable], rules: list[str]
+) -> pa.Table:
+    """Reason columns for records no rule could see: a NULL primary key, or a NULL join key."""
+    import pyarrow.compute as pc
+
+    null_key = pa.array([False] * table.num_rows, pa.bool_())
+    for k in sides[side].keys:
+        null_key = pc.or_(null_key, pc.is_null(table.column(k)))
+    fields = reason_fields(side, sides)
+    reason = pc.if_else(null_key, "null_key", "no_candidate")
+    attempted = pa.array([None if n else rules for n in null_key.to_pylist()], fields[1].type)
+    closest = pa.nulls(table.num_rows, fields[2].type)
+    return (
+        table.append_column(fields[0], reason)
+        .append_column(fields[1], attempted)
+        .append_column(fields[2], closest)
+    )

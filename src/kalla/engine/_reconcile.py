@@ -373,63 +373,23 @@ class _Run:
                 f"SELECT s.* FROM {quote(_all(side))} s LEFT ANTI JOIN ({consumed}) c ON {on} WHERE {not_null}",
             )
 
-    def _matched_keys(self, side: Side) -> str:
-        keys = self.request.keys(side)
-        fields = ", ".join(
-            f"get_field({side.value}_key, '{k.replace(chr(39), chr(39) * 2)}') AS {quote(f'k{j}')}"
-            for j, k in enumerate(keys)
-        )
-        return f"SELECT {fields} FROM {_MATCHED}"
-
-    def _key_join(self, side: Side, left: str, right: str) -> str:
-        return " AND ".join(
-            f"{left}.{quote(k)} = {right}.{quote(f'k{j}')}"
-            for j, k in enumerate(self.request.keys(side))
-        )
-
-    def _point_views(self, engine: Engine, side: Side) -> None:
-        """Aliases for near-miss search: ``side`` = its unmatched records, the other = all."""
-        for s in Side:
-            not_null = " AND ".join(f"s.{quote(k)} IS NOT NULL" for k in self.request.keys(s))
-            anti = (
-                f"LEFT ANTI JOIN ({self._matched_keys(s)}) m ON {self._key_join(s, 's', 'm')} "
-                if s is side
-                else ""
-            )
-            engine.replace_view(
-                self.request.source(s).alias.lower(),
-                f"SELECT s.* FROM {quote(_all(s))} s {anti}WHERE {not_null}",
-            )
-
     def _unmatched(self, engine: Engine) -> dict[Side, int]:
         t = time.perf_counter()
         out: dict[Side, int] = {}
         rules = self.request.effective_rules()
         sides = self._sides(engine)
         suggested = self.writer.suggested_path() if self.has_suggestions else None
-        attempted = (
-            "make_array(" + ", ".join("'" + r.name.replace("'", "''") + "'" for r in rules) + ")"
-        )
         for i, side in enumerate(Side):
             self._progress(Stage.WRITING_RESULTS, i / 2)
             keys = self.request.keys(side)
             null_check = " OR ".join(f"s.{quote(k)} IS NULL" for k in keys)
             path = self.writer.unmatched_path(side)
             with translate(stage=Stage.WRITING_RESULTS.value):
-                reasons = _reasons.reasons_table(
-                    engine, side, rules=rules, outputs=self.outputs, sides=sides,
+                query = _reasons.unmatched_query(
+                    engine, side, records={s: _all(s) for s in Side}, matched=_MATCHED,
+                    rules=rules, outputs=self.outputs, sides=sides,
                     suggested=suggested, scratch=self.writer.scratch,
-                    point_views=lambda s: self._point_views(engine, s),
                 )  # fmt: skip
-                query = (
-                    f"SELECT s.*, CASE WHEN {null_check} THEN 'null_key' "
-                    f"ELSE coalesce(r._reason, 'no_candidate') END AS _reason, "
-                    f"CASE WHEN {null_check} THEN NULL ELSE {attempted} END AS _rules_attempted, "
-                    f"r.{_reasons.CLOSEST} "
-                    f"FROM {quote(_all(side))} s "
-                    f"LEFT ANTI JOIN ({self._matched_keys(side)}) m ON {self._key_join(side, 's', 'm')} "
-                    f"LEFT JOIN {reasons} r ON {self._key_join(side, 's', 'r')}"
-                )
                 engine.write_parquet(engine.dataframe(query), path)
                 unmatched = parquet_rows(path)
                 row = engine.rows(

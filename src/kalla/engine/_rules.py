@@ -160,7 +160,7 @@ def run_rule(
     df = engine.dataframe(plan.sql)
     for side in Side:
         df = df.with_column_renamed(key_column(side), _key(side))
-    df = df.with_column("rule", lit(rule.name))
+    df = df.with_column("rule", lit(pa.scalar(rule.name, pa.string())))
     if not exclusive:
         engine.write_parquet(df, out)
         return RuleOutput(out)
@@ -191,10 +191,14 @@ def _run_aggregate(
     many, one = rule.many, rule.many.other
     m_alias, o_alias = quote(sides[many].alias), quote(sides[one].alias)
     tables = _Tables(engine, scratch, f"a{index}")
+    m_cols = {sides[many].alias: sides[many].columns}
     groups, _, _ = tables.write(
-        f"SELECT {rule.group_by} AS __kalla_group, sum({rule.many_amount}) AS __kalla_total, "
-        f"count(*) AS __kalla_members FROM {m_alias} WHERE ({rule.group_by}) IS NOT NULL "
-        f"GROUP BY {rule.group_by}",
+        prepare_sql(
+            f"SELECT {rule.group_by} AS __kalla_group, sum({rule.many_amount}) AS __kalla_total, "
+            f"count(*) AS __kalla_members FROM {m_alias} WHERE ({rule.group_by}) IS NOT NULL "
+            f"GROUP BY {rule.group_by}",
+            m_cols,
+        ),
         "groups",
     )
     one_key = ", ".join(f"'{k}', o.{quote(k)}" for k in sides[one].keys)
@@ -231,10 +235,14 @@ def _run_aggregate(
     left, right = (
         ("__kalla_one", "__kalla_many") if one is Side.LEFT else ("__kalla_many", "__kalla_one")
     )
+    chosen_cols = {f.name: f.type for f in engine.schema(chosen)}
     engine.write_parquet(
         engine.dataframe(
-            f"SELECT {left} AS left_key, {right} AS right_key, rule, match_group, group_total, group_members "
-            f"FROM ({expand})"
+            prepare_sql(
+                f"SELECT {left} AS left_key, {right} AS right_key, rule, match_group, group_total, "
+                f"group_members FROM ({expand})",
+                {**m_cols, chosen: chosen_cols},
+            )
         ),
         out,
     )

@@ -1,0 +1,186 @@
+"""The work Ray tasks do: bucket a chunk of one side (map), match one bucket pair (reduce).
+
+Both are plain functions over Arrow tables, so they can be tested without Ray; ``_run``
+wraps them as remote tasks. Each runs DataFusion through :class:`kalla.engine.Engine`
+with one thread: Ray gives each task one CPU, and the parallelism is the buckets.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from datafusion import lit
+
+from ..engine import Engine
+from ..engine._reasons import unmatched_query
+from ..engine._rules import RuleOutput
+from ..job import Side
+from ..rules import single_rule
+from ..sql import SideTable, key_column, quote
+from ._plan import KEY_PREFIX
+
+__all__ = ["BucketResult", "MapSpec", "ReduceSpec", "anti_join_sql", "bucket_chunk", "match_bucket"]
+
+_BUCKET = "__kalla_bucket"
+_MATCHED = "__kalla_matched"
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """How to bucket one side's rows."""
+
+    table: str  # the alias match_sql reads
+    key_sql: str  # the alias' columns plus __kalla_k0.. (from the plan)
+    key_count: int
+    primary_key: list[str]
+    nulls_match: bool
+    buckets: int
+
+
+def _bucket_sql(spec: MapSpec) -> str:
+    keys = [quote(f"{KEY_PREFIX}{n}") for n in range(spec.key_count)]
+    # Equal keys must give equal text: the plan already cast both sides to a common type.
+    text = ", chr(31), ".join(f"coalesce(CAST({k} AS VARCHAR), '')" for k in keys)
+    digest = f"md5(concat({text}, ''))"
+    # md5 is hex; four of its characters as an integer spread keys evenly over the buckets.
+    mix = " + ".join(f"ascii(substr({digest}, {i + 1}, 1)) * {128 ** (3 - i)}" for i in range(4))
+    dead = [f"t.{quote(k)} IS NULL" for k in spec.primary_key]
+    if not spec.nulls_match:  # NULL = anything is never true: such rows cannot match
+        dead += [f"t.{k} IS NULL" for k in keys]
+    return (
+        f"SELECT t.*, CASE WHEN {' OR '.join(dead)} THEN -1 "
+        f"ELSE CAST(({mix}) % {spec.buckets} AS INT) END AS {_BUCKET} "
+        f"FROM ({spec.key_sql}) t ORDER BY {_BUCKET}"
+    )
+
+
+def bucket_chunk(spec: MapSpec, chunk: pa.Table) -> list[pa.Table]:
+    """Split ``chunk`` into ``[never matchable, bucket 0, …, bucket N-1]``, original columns."""
+    with Engine(target_partitions=1) as engine:
+        engine.register_arrow(spec.table, chunk, chunk.schema)
+        tagged = engine.dataframe(_bucket_sql(spec)).to_arrow_table()
+    bucket = tagged.column(_BUCKET)
+    rows = tagged.select(chunk.schema.names).cast(chunk.schema)
+    counts = {int(v["values"]): int(v["counts"]) for v in pc.value_counts(bucket).to_pylist()}
+    out: list[pa.Table] = []
+    offset = 0
+    for b in range(-1, spec.buckets):
+        n = counts.get(b, 0)
+        out.append(rows.slice(offset, n))
+        offset += n
+    return out
+
+
+@dataclass(frozen=True)
+class ReduceSpec:
+    """How to match one bucket pair."""
+
+    sql: str  # the rewritten match_sql
+    tables: dict[Side, str]
+    match_sql: str  # as the user wrote it: near misses are derived from it
+    primary_keys: dict[Side, list[str]]
+    schemas: dict[Side, pa.Schema]
+    broadcast: Side | None = None  # that side's matched keys come back instead of its unmatched
+
+
+@dataclass
+class BucketResult:
+    """One bucket's evidence: matched rows, unmatched records, distinct pairs."""
+
+    matched: pa.Table
+    unmatched: dict[Side, pa.Table]
+    matched_keys: pa.Table | None
+    pairs: int
+
+
+def anti_join_sql(records: str, matched: str, side: Side, keys: list[str]) -> str:
+    """Records of ``records`` whose full key is in no row of ``matched`` (as the local run)."""
+    key_col = f"{side.value}_key"
+    fields = ", ".join(
+        f"get_field({key_col}, '{k.replace(chr(39), chr(39) * 2)}') AS {quote(f'k{j}')}"
+        for j, k in enumerate(keys)
+    )
+    on = " AND ".join(f"s.{quote(k)} = m.{quote(f'k{j}')}" for j, k in enumerate(keys))
+    return (
+        f"SELECT s.* FROM {quote(records)} s "
+        f"LEFT ANTI JOIN (SELECT {fields} FROM {quote(matched)}) m ON {on}"
+    )
+
+
+def match_bucket(spec: ReduceSpec, parts: dict[Side, list[pa.Table]]) -> BucketResult:
+    """Run ``match_sql`` on one bucket pair and compute what in it matched and what did not.
+
+    A record's candidates share its join keys, so they are in its bucket: the unmatched
+    records' reasons and closest candidates come out exactly as in a local run.
+    """
+    sides = {
+        side: SideTable(
+            alias=spec.tables[side], keys=spec.primary_keys[side],
+            columns={f.name: f.type for f in spec.schemas[side]},
+        )
+        for side in Side
+    }  # fmt: skip
+    rule = single_rule(spec.match_sql)
+    with Engine(target_partitions=1) as engine, tempfile.TemporaryDirectory() as scratch:
+        records: dict[Side, str] = {}
+        for side in Side:
+            records[side] = f"__kalla_part_{side.value}"
+            engine.register_arrow(records[side], _concat(parts[side], spec.schemas[side]))
+            not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in spec.primary_keys[side])
+            engine.register_filtered(spec.tables[side], records[side], not_null)
+        df = engine.dataframe(spec.sql)
+        for side in Side:
+            df = df.with_column_renamed(key_column(side), f"{side.value}_key")
+        matched = _plain(
+            df.with_column("rule", lit(pa.scalar(rule.name, pa.string()))).to_arrow_table()
+        )
+        engine.register_arrow(_MATCHED, matched, matched.schema)
+        pairs = int(
+            engine.scalar(
+                f"SELECT count(*) FROM (SELECT DISTINCT left_key, right_key FROM {_MATCHED})"
+            )
+            or 0
+        )
+        unmatched: dict[Side, pa.Table] = {}
+        matched_keys = None
+        for side in Side:
+            if side is spec.broadcast:
+                matched_keys = engine.dataframe(
+                    f"SELECT DISTINCT {side.value}_key FROM {_MATCHED}"
+                ).to_arrow_table()
+                continue
+            query = unmatched_query(
+                engine, side, records=records, matched=_MATCHED, rules=[rule],
+                outputs=[RuleOutput(Path(scratch))], sides=sides, suggested=None, scratch=Path(scratch),
+            )  # fmt: skip
+            unmatched[side] = _plain(engine.dataframe(query).to_arrow_table())
+    return BucketResult(
+        matched=matched, unmatched=unmatched, matched_keys=matched_keys, pairs=pairs
+    )
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_plain_type(f.type)) for f in t])
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(t.value_field.with_type(_plain_type(t.value_type)))
+    return t
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Without string views: Ray's Arrow serialisation cannot carry them."""
+    schema = pa.schema([f.with_type(_plain_type(f.type)) for f in table.schema])
+    return table if schema == table.schema else table.cast(schema)
+
+
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables([t.cast(schema) for t in tables]).combine_chunks()

@@ -1,0 +1,281 @@
+"""The Ray engine gives exactly the local engine's answers, on a real two-node cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import kalla
+from benchmarks.generate import generate
+from kalla.distributed import RayOptions
+from kalla.engine import run_job
+from kalla.errors import BroadcastTooLarge, ClusterUnavailable, DuplicatePrimaryKey
+from tests.conftest import Workspace
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+def _request(recipe: Path | dict[str, Any], base: Path | None = None) -> kalla.JobRequest:
+    loaded = (
+        kalla.Recipe.load(recipe) if isinstance(recipe, Path)
+        else kalla.Recipe.from_dict(recipe, base_dir=base)
+    )  # fmt: skip
+    return loaded.to_job_request(run_id=uuid.uuid4())
+
+
+def _answer(result: kalla.RunResult, keys: dict[str, list[str]]) -> dict[str, Any]:
+    def key(struct: dict[str, Any] | None) -> tuple[Any, ...]:
+        return tuple(struct.values()) if struct else ()
+
+    matched = pq.read_table(result.output_paths.matched, columns=["left_key", "right_key"])
+    reasons = ["_reason", "_closest_candidate"]
+    left = pq.read_table(
+        result.output_paths.unmatched_left, columns=keys["left"] + reasons
+    ).to_pylist()
+    right = pq.read_table(
+        result.output_paths.unmatched_right, columns=keys["right"] + reasons
+    ).to_pylist()
+    return {
+        "counts": (result.matched_count, result.unmatched_left_count, result.unmatched_right_count),
+        "sides": {s: c.model_dump() for s, c in result.metadata.counts.items()},
+        "rows": result.metadata.matched_rows,
+        "pairs": sorted(
+            {(key(m["left_key"]), key(m["right_key"])) for m in matched.to_pylist()}, key=repr
+        ),
+        # the same records, unmatched for the same reasons with the same closest candidates
+        "left": sorted((tuple(r.values()) for r in left), key=repr),
+        "right": sorted((tuple(r.values()) for r in right), key=repr),
+        "schemas": [
+            pq.read_schema(p).remove_metadata()
+            for p in (
+                result.output_paths.matched,
+                result.output_paths.unmatched_left,
+                result.output_paths.unmatched_right,
+            )
+        ],
+    }
+
+
+def _both(request: kalla.JobRequest, tmp: Path, address: str, **opts: Any) -> tuple[Any, Any]:
+    keys = {s.value: request.keys(s) for s in kalla.Side}
+    local = run_job(request, tmp / "local")
+    ray_result = run_job(
+        request, tmp / "ray", engine="ray",
+        ray_options=RayOptions(address=address, **{"partitions": 3, "chunk_rows": 700, **opts}),
+    )  # fmt: skip
+    assert ray_result.metadata.engine == "ray"
+    return _answer(local, keys), _answer(ray_result, keys)
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows", "fmt"),
+    [("one_to_one", 3000, "csv"), ("split", 1500, "parquet"), ("batch", 2000, "csv"),
+     ("cross", 500, "parquet")],
+)  # fmt: skip
+def test_benchmark_shapes_equal_local(
+    ray_cluster: str, tmp_path: Path, shape: str, rows: int, fmt: str
+) -> None:
+    data = generate(shape, rows, tmp_path / "data", seed=5, fmt=fmt)
+    local, distributed = _both(_request(data.recipe), tmp_path, ray_cluster)
+    assert distributed == local
+    assert local["counts"][0] > 0
+
+
+_LEFT = """\
+    id,region,ref,amount,tag
+    1,EU,A-1,100.00,x
+    2,EU,A-2,50.00,y
+    3,US,,70.00,x
+    ,EU,A-4,10.00,x
+    5,EU,A-5,99.98,
+    6,US,a-6,12.00,z
+    7,EU,A-7,1.00,x
+    """
+_RIGHT = """\
+    id,region,ref,amount,tag
+    1,EU,A-1,100.02,x
+    2,EU,A-2,50.03,y
+    3,US,,70.00,x
+    4,EU,A-4,10.00,x
+    5,EU,A-5,99.98,
+    6,US,A-6,12.00,z
+    8,EU,A-7,1.00,x
+    9,EU,A-7,1.00,w
+    """
+
+EDGE_SQL = {
+    "tolerance": "SELECT l.id, r.id FROM l_src l JOIN r_src r ON l.ref = r.ref "
+    "AND tolerance_match(l.amount, r.amount, 0.02)",
+    "keys_not_projected_expression_key": "SELECT l.amount FROM l_src l JOIN r_src r "
+    "ON normalize_ref(l.ref) = normalize_ref(r.ref)",
+    "composite": "SELECT * FROM l_src l JOIN r_src r ON l.region = r.region AND l.tag = r.tag",
+    "where_equality": "SELECT l.ref FROM l_src l, r_src r WHERE l.ref = r.ref AND l.amount > 5",
+    "no_equality": "SELECT l.id, r.id FROM l_src l JOIN r_src r ON l.amount < r.amount",
+    "same_named_keys": "SELECT l.id, r.id, l.tag FROM l_src l JOIN r_src r ON l.id = r.id",
+    "single_task": "SELECT l.id, r.id FROM l_src l JOIN (SELECT id, ref || '' AS k FROM r_src) r "
+    "ON l.ref = r.k",
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_SQL))
+def test_edge_shapes_equal_local(ray_cluster: str, tmp_path: Path, case: str) -> None:
+    ws = Workspace(tmp_path)
+    ws.write("left.csv", _LEFT)
+    ws.write("right.csv", _RIGHT)
+    request = _request(ws.recipe(EDGE_SQL[case]))
+    local, distributed = _both(request, tmp_path, ray_cluster)
+    assert distributed == local
+
+
+def test_composite_primary_keys_and_an_empty_side(ray_cluster: str, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.write("left.csv", _LEFT)
+    ws.write("right.csv", "id,region,ref,amount,tag\n")
+    recipe = ws.recipe(
+        "SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref",
+        left_key=["id", "region"], right_key=["id", "region"],
+        right_opts={"schema": ["id", "region", "ref", "amount", "tag"]},
+    )  # fmt: skip
+    local, distributed = _both(_request(recipe), tmp_path, ray_cluster)
+    assert distributed == local
+    assert local["counts"] == (0, 7, 0)
+
+
+def test_duplicate_keys_are_found_across_buckets(ray_cluster: str, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.write("left.csv", "id,ref\n1,a\n2,b\n1,c\n")
+    ws.write("right.csv", "id,ref\n1,a\n")
+    request = _request(ws.recipe("SELECT * FROM l_src l JOIN r_src r ON l.ref = r.ref"))
+    with pytest.raises(DuplicatePrimaryKey):
+        run_job(request, tmp_path / "ray", engine="ray",
+                ray_options=RayOptions(address=ray_cluster, partitions=4, chunk_rows=1))  # fmt: skip
+
+
+def test_broadcast_over_the_limit_is_refused(ray_cluster: str, tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ws.write("left.csv", _LEFT)
+    ws.write("right.csv", _RIGHT)
+    request = _request(ws.recipe(EDGE_SQL["no_equality"]))
+    with pytest.raises(BroadcastTooLarge, match="no equality condition"):
+        run_job(request, tmp_path / "ray", engine="ray",
+                ray_options=RayOptions(address=ray_cluster, broadcast_limit=10))  # fmt: skip
+    meta = kalla.evidence.read_metadata(tmp_path / "ray")
+    assert meta is not None and meta.status == "failed" and meta.engine == "ray"
+
+
+def test_unreachable_cluster_is_an_immediate_clear_error() -> None:
+    from kalla.distributed._cluster import _check_reachable
+
+    with socket_closed() as port:
+        started = time.monotonic()
+        with pytest.raises(ClusterUnavailable, match="cannot reach the Ray cluster"):
+            _check_reachable(f"127.0.0.1:{port}")
+        assert time.monotonic() - started < 2
+
+
+class socket_closed:
+    """A loopback port nothing listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_cli_runs_on_ray(ray_cluster: str, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from kalla.cli import main
+
+    data = generate("one_to_one", 800, tmp_path / "data", seed=2)
+    out = {}
+    for engine in ("local", "ray"):
+        res = CliRunner().invoke(
+            main, ["run", str(data.recipe), "-o", str(tmp_path / engine), "--json"],
+            env={"KALLA_ENGINE": engine, "KALLA_RAY_ADDRESS": ray_cluster},
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        out[engine] = json.loads(res.output)
+    assert {k: out["ray"][k] for k in ("matched_count", "unmatched_left_count")} == {
+        k: out["local"][k] for k in ("matched_count", "unmatched_left_count")
+    }
+    assert out["ray"]["unmatched_right_count"] == out["local"]["unmatched_right_count"]
+
+
+def _task_pids(name: str) -> list[int]:
+    """PIDs of Ray workers whose process title says they are running task ``name``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                title = fh.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith(f"ray::{name}"):
+            pids.append(int(entry))
+    return pids
+
+
+def test_a_worker_killed_mid_job_still_gives_the_right_answer(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    data = generate("cross", 2500, tmp_path / "data", seed=9, fmt="parquet")
+    request = _request(data.recipe)
+    keys = {s.value: request.keys(s) for s in kalla.Side}
+    expected = _answer(run_job(request, tmp_path / "local"), keys)
+    outcome: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            outcome["result"] = run_job(
+                request, tmp_path / "ray", engine="ray",
+                ray_options=RayOptions(address=ray_cluster, partitions=2),
+            )  # fmt: skip
+        except BaseException as exc:  # reported below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        pids = _task_pids("_reduce_task")
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.01)
+    thread.join(timeout=120)
+    assert killed is not None, "no reduce task was seen running"
+    assert "error" not in outcome, outcome.get("error")
+    assert _answer(outcome["result"], keys) == expected
+
+
+def test_recipe_dict_with_reconcile_api(ray_cluster: str, tmp_path: Path) -> None:
+    data = generate("split", 600, tmp_path / "data", seed=1)
+    raw = yaml.safe_load(data.recipe.read_text())
+    result = kalla.reconcile(
+        kalla.Recipe.from_dict(raw, base_dir=data.directory),
+        output=tmp_path / "out", engine="ray", ray_address=ray_cluster,
+    )  # fmt: skip
+    local = kalla.reconcile(kalla.Recipe.from_dict(raw, base_dir=data.directory),
+                            output=tmp_path / "local")  # fmt: skip
+    assert result.to_completion()["matched_count"] == local.matched_count
+    assert result.metadata.engine == "ray"
