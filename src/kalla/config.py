@@ -11,7 +11,7 @@ embedders construct as many independent runners as they like.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         60.0, gt=0, description="After a round of tries fails, wait this long before the next."
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Run jobs in worker processes (local) or on a Ray cluster (ray)."
+    )
+    ray_address: str | None = Field(
+        None, description="The Ray cluster's head, HOST:PORT or 'auto' (engine=ray)."
+    )
+    ray_partitions: int | None = Field(
+        None, ge=1, description="Hash buckets per Ray job; default one per cluster CPU."
+    )
 
     @field_validator("allowed_callback_hosts", "allowed_source_roots", mode="before")
     @classmethod

@@ -240,6 +240,9 @@ class JobRunner:
                 run_dir=record.run_dir,
                 memory_limit=self.settings.job_memory_limit,
                 rerun=record.attempts > 0,
+                engine=self.settings.engine,
+                ray_address=self.settings.ray_address,
+                ray_partitions=self.settings.ray_partitions,
             )
             outcome = await worker.run(
                 job, record.run_id, secrets, lambda ev: self._on_progress(request, ev)

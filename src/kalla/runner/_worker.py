@@ -37,6 +37,9 @@ class WorkerJob(BaseModel):
     run_dir: str
     memory_limit: int | None = None
     rerun: bool = False
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_partitions: int | None = None
 
 
 class WorkerMessage(BaseModel):
@@ -94,7 +97,15 @@ def _run_one(job: WorkerJob, out: IO[str]) -> None:
         _send(out, "progress", event.model_dump(mode="json", exclude_none=True))
 
     try:
-        result = run_job(request, run_dir, memory_limit=job.memory_limit, progress=progress)
+        ray_options = None
+        if job.engine == "ray":
+            from ..distributed import RayOptions
+
+            ray_options = RayOptions(address=job.ray_address, partitions=job.ray_partitions)
+        result = run_job(
+            request, run_dir, memory_limit=job.memory_limit, progress=progress,
+            engine=job.engine, ray_options=ray_options,
+        )  # fmt: skip
         _send(out, "result", result.to_completion())
     except EvidenceExists as exc:
         recovered = _recover(request, run_dir) if job.rerun else None

@@ -73,6 +73,13 @@ log = logging.getLogger("kalla.runner")
     help="Seconds running jobs get on SIGTERM [KALLA_SHUTDOWN_GRACE_S; default 30].",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    help="Where jobs run [KALLA_ENGINE; default local].",
+)
+@click.option("--ray-address", help="Ray head HOST:PORT for --engine ray [KALLA_RAY_ADDRESS].")
+@click.option("--ray-partitions", type=int, help="Hash buckets per Ray job [KALLA_RAY_PARTITIONS].")
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="[KALLA_LOG_LEVEL; default info].",
@@ -99,6 +106,19 @@ def run_server(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.engine == "ray":
+        # Checked once, before serving: an unreachable cluster stops the start, never a job.
+        from ..distributed import connect
+        from ..errors import KallaError
+
+        try:
+            info = connect(settings.ray_address)
+        except KallaError as err:
+            raise click.ClickException(f"{err.message} ({err.code})") from None
+        click.echo(
+            f"kalla runner: Ray cluster {info.address}, {info.nodes} node(s), {info.cpus} CPUs",
+            err=True,
+        )
     sock = _bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     # Printed, not logged: whoever started the server needs the port whatever the log level.
