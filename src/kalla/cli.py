@@ -70,8 +70,8 @@ def main() -> None:
     "-o",
     default="kalla-output",
     show_default=True,
-    type=click.Path(path_type=Path),
-    help="Evidence goes to OUTPUT/runs/<run_id>/.",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Evidence goes to OUTPUT/runs/<run_id>/ (a local folder or an S3 prefix).",
 )
 @click.option("--run-id", type=click.UUID, help="Use this run id instead of a new one.")
 @click.option(
@@ -97,7 +97,7 @@ def main() -> None:
     envvar="KALLA_RAY_ADDRESS",
     help="The Ray cluster's head; default: this machine's Ray.",
 )
-def run(recipe: Path, sources: tuple[str, ...], output: Path, run_id: uuid.UUID | None,
+def run(recipe: Path, sources: tuple[str, ...], output: str, run_id: uuid.UUID | None,
         memory_limit: str | None, as_json: bool, engine: str,
         ray_address: str | None) -> None:  # fmt: skip
     """Run RECIPE and write its evidence."""

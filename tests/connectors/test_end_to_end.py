@@ -210,3 +210,40 @@ def test_every_postgres_type_reaches_the_evidence_unchanged(pg: PgServer, tmp_pa
     evidence = evidence.select(direct.column_names)  # the source's columns, before kalla's _reason…
     assert evidence.schema.remove_metadata().equals(direct.schema.remove_metadata())
     assert evidence.to_pylist() == direct.to_pylist()
+
+
+def test_evidence_can_be_written_to_s3(s3_env: S3Server, tmp_path: Path) -> None:
+    import json as _json
+    import uuid as _uuid
+
+    import obstore
+
+    import kalla
+    from kalla.connectors.s3 import S3Settings
+
+    (tmp_path / "l.csv").write_text("id,ref,amount\n1,A,10.00\n2,B,20.00\n")
+    (tmp_path / "r.csv").write_text("id,ref,amount\n7,A,10.01\n")
+    recipe = {
+        "recipe_id": "s3-out", "name": "to s3",
+        "match_sql": "SELECT l.ref FROM l JOIN r ON l.ref = r.ref AND tolerance_match(l.amount, r.amount, 0.02)",
+        "sources": {"left": {"alias": "l", "type": "file", "uri": str(tmp_path / "l.csv"), "primary_key": ["id"]},
+                    "right": {"alias": "r", "type": "file", "uri": str(tmp_path / "r.csv"), "primary_key": ["id"]}},
+    }  # fmt: skip
+    run_id = _uuid.uuid4()
+    out = f"s3://{s3_env.bucket}/evidence"
+    result = kalla.reconcile(recipe, output=out, run_id=run_id)
+    assert result.output_paths.matched == f"{out}/runs/{run_id}/matched.parquet"
+    store = S3Settings.from_env().obstore(s3_env.bucket)
+    keys = {
+        m["path"] for batch in obstore.list(store, prefix=f"evidence/runs/{run_id}/") for m in batch
+    }
+    assert {k.rsplit("/", 1)[-1] for k in keys} == {
+        "matched.parquet",
+        "unmatched_left.parquet",
+        "unmatched_right.parquet",
+        "metadata.json",
+    }
+    meta = _json.loads(bytes(obstore.get(store, f"evidence/runs/{run_id}/metadata.json").bytes()))
+    assert meta["status"] == "completed" and meta["matched_count"] == 1
+    with pytest.raises(kalla.EvidenceExists):
+        kalla.reconcile(recipe, output=out, run_id=run_id)

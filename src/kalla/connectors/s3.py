@@ -282,6 +282,30 @@ class S3Connector(Connector):
         )
 
 
+def published_status(dest: str, settings: S3Settings | None = None) -> str | None:
+    """The ``status`` in ``dest``'s ``metadata.json`` (``completed``/``failed``), or ``None``."""
+    import json
+
+    import obstore
+
+    settings = settings or S3Settings.from_env()
+    loc = parse_s3_uri(dest if dest.endswith("/") else dest + "/")
+    store = settings.obstore(loc.bucket)
+    try:
+        data = obstore.get(store, loc.key + "metadata.json").bytes()
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # obstore raises its own types; not-found differs by server
+        if "not found" in str(exc).lower() or "404" in str(exc):
+            return None
+        with _store_errors(f"cannot read {loc.url(loc.key + 'metadata.json')}", settings):
+            raise
+    try:
+        return str(json.loads(bytes(data)).get("status"))
+    except ValueError:
+        return None
+
+
 def upload_run(local_dir: Path, dest: str, settings: S3Settings | None = None) -> list[str]:
     """Upload a published local run folder to ``s3://bucket/prefix/``; returns the object URLs.
 
