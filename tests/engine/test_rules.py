@@ -302,3 +302,21 @@ def test_ambiguous_records_say_so(ws: Workspace) -> None:
     result = run(ws, [rule])
     assert unmatched(result, "left")[1]["_reason"] == "ambiguous"
     assert unmatched(result, "left")[1]["_closest_candidate"]["key"] == {"id": 7}
+
+
+def test_the_readme_rules_example_does_what_the_readme_says(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "examples" / "rules.yaml"
+    result = kalla.reconcile(example, output=tmp_path)
+    assert [(r.name, r.pairs) for r in result.metadata.rules] == [
+        ("exact", 180), ("within_2_cents", 12), ("split_payments", 12), ("review", 10),
+    ]  # fmt: skip
+    groups = {
+        r["match_group"]
+        for r in pq.read_table(result.output_paths.matched).to_pylist()
+        if r["match_group"]
+    }
+    assert len(groups) == 6
+    reasons = [r["_reason"] for r in pq.read_table(result.output_paths.unmatched_left).to_pylist()]
+    assert reasons.count("no_candidate") == 32 and reasons.count("suggested") == 10
+    reasons = [r["_reason"] for r in pq.read_table(result.output_paths.unmatched_right).to_pylist()]
+    assert reasons.count("no_candidate") == 10
