@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+EMULATOR := $(VENV)/bqemulator/.built
+
 .PHONY: install demo test lint typecheck bench clean
 
 install: $(STAMP)
@@ -17,7 +19,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/kalla demo
 
-test: install
+# The BigQuery stand-in needs its own venv (its pins clash with ours); built once, before tests.
+$(EMULATOR): tests/connectors/bigquery/emulator-requirements.txt $(STAMP)
+	$(BIN)/python -m tests.connectors.bigquery.emulator
+	touch $(EMULATOR)
+
+test: install $(EMULATOR)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadgroup

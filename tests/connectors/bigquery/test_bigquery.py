@@ -1,0 +1,122 @@
+"""The BigQuery connector against bqemulator: URIs, exact types, pushdown, errors."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kalla.connectors import ConnectorContext
+from kalla.connectors._bq_types import BqColumn, row_restriction
+from kalla.connectors.bigquery import BigQueryConnector, BigQuerySettings, parse_bq_uri
+from kalla.errors import ConnectionFailed, FilterInvalid, SchemaMismatch, SourceUriInvalid
+from kalla.job import FilterCondition, JobSource
+from tests.connectors.bigquery.emulator import BqEmulator, load
+
+TYPES = pa.table({
+    "id": pa.array([1, 2, 3], pa.int64()),
+    "amount": pa.array([Decimal("1.10"), None, Decimal("123456789.123456789")], pa.decimal128(38, 9)),
+    "rate": pa.array([0.5, None, 2.25]),
+    "ok": pa.array([True, None, False]),
+    "name": pa.array(["a", None, "it's"]),
+    "day": pa.array([None, 19000, 19001], pa.date32()),
+    "at": pa.array([0, None, 1_700_000_000_000_000], pa.timestamp("us", tz="UTC")),
+    "local": pa.array([0, 1, None], pa.timestamp("us")),
+    "raw": pa.array([b"x", None, b"\x00\xff"]),
+})  # fmt: skip
+
+
+def _open(bq: BqEmulator, uri: str, tmp: Path, filters=(), schema=None, **opts):  # type: ignore[no-untyped-def]
+    src = JobSource(alias="src", uri=uri, filters=list(filters), schema=schema)
+    ctx = ConnectorContext(staging_dir=tmp, options={"bigquery_settings": bq.settings(), **opts})
+    return BigQueryConnector().open(src, ctx)
+
+
+@pytest.fixture(scope="module")
+def types_uri(bq: BqEmulator) -> str:
+    return load(bq, f"t_{uuid.uuid4().hex[:8]}", "types", TYPES)
+
+
+def test_uri_parsing() -> None:
+    loc = parse_bq_uri("bigquery://my-project/ledger/invoices_2024?location=EU")
+    assert (loc.project, loc.dataset, loc.table, loc.location) == ("my-project", "ledger", "invoices_2024", "EU")
+    for bad in ["bigquery://p/d", "bigquery://my-project/d/t?x=1", "bigquery://u:pw@my-project/d/t",
+                "bigquery://my-project/bad-dataset!/t"]:  # fmt: skip
+        with pytest.raises(SourceUriInvalid) as err:
+            parse_bq_uri(bad)
+        assert "pw" not in str(err.value)
+
+
+def test_emulator_on_loopback_is_anonymous() -> None:
+    assert BigQuerySettings(api_endpoint="http://127.0.0.1:9050", storage_endpoint="127.0.0.1:9060").anonymous
+    assert not BigQuerySettings(api_endpoint="https://bigquery.example.com").anonymous
+    assert not BigQuerySettings().anonymous
+    env = BigQuerySettings.from_env({"KALLA_BIGQUERY_API_ENDPOINT": "http://localhost:1", "KALLA_BIGQUERY_TIMEOUT": "3"})
+    assert env.api_endpoint == "http://localhost:1" and env.timeout == 3
+
+
+def test_every_type_is_exact(bq: BqEmulator, types_uri: str, tmp_path: Path) -> None:
+    table = _open(bq, types_uri, tmp_path)
+    assert table.format == "parquet" and table.filters_applied
+    got = pq.read_table(table.paths).sort_by("id")
+    assert got.schema.field("amount").type == pa.decimal128(38, 9)
+    assert got.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    assert got.schema.field("local").type == pa.timestamp("us")
+    assert got.schema.field("raw").type == pa.binary()
+    assert got.to_pylist() == TYPES.to_pylist()
+
+
+def test_declared_schema_narrows_exactly(bq: BqEmulator, tmp_path: Path) -> None:
+    uri = load(bq, f"t_{uuid.uuid4().hex[:8]}", "money", TYPES.select(["id", "amount"]).slice(0, 2))
+    table = _open(bq, uri, tmp_path, schema={"amount": "decimal(12,2)"})
+    assert pq.read_table(table.paths).schema.field("amount").type == pa.decimal128(12, 2)
+    with pytest.raises(SchemaMismatch):
+        _open(bq, uri, tmp_path / "x", schema={"absent": "int"})
+
+
+def test_filters_become_the_row_restriction(bq: BqEmulator, types_uri: str, tmp_path: Path) -> None:
+    f = [FilterCondition(column="amount", op="gte", value="1.1"),
+         FilterCondition(column="name", op="in", value=["a", "it's"]),
+         FilterCondition(column="at", op="lt", value="2000-01-01T00:00:00Z")]  # fmt: skip
+    table = _open(bq, types_uri, tmp_path, f)
+    assert table.filters_applied
+    assert pq.read_table(table.paths).column("id").to_pylist() == [1]
+
+
+def test_row_restriction_literals_are_typed() -> None:
+    cols = {c.name: c for c in [BqColumn.of("n", "NUMERIC"), BqColumn.of("d", "DATE"), BqColumn.of("s", "STRING"),
+                                BqColumn.of("b", "BYTES"), BqColumn.of("i", "INTEGER")]}  # fmt: skip
+    r = row_restriction([FilterCondition(column="n", op="between", value=["1.005", 2]),
+                         FilterCondition(column="d", op="eq", value="2024-01-05"),
+                         FilterCondition(column="s", op="like", value="a'\\%")], cols, alias="a", table="t")  # fmt: skip
+    assert r.sql == ("(`n` BETWEEN NUMERIC '1.005' AND NUMERIC '2') AND (`d` = DATE '2024-01-05') "
+                     "AND (`s` LIKE 'a\\'\\\\%')")  # fmt: skip
+    assert r.complete
+    assert not row_restriction([FilterCondition(column="b", op="eq", value="x")], cols, alias="a", table="t").complete
+    for bad in [FilterCondition(column="i", op="eq", value="1.5"), FilterCondition(column="d", op="eq", value="May"),
+                FilterCondition(column="i", op="like", value="1%"), FilterCondition(column="zz", op="eq", value=1)]:  # fmt: skip
+        with pytest.raises(FilterInvalid):
+            row_restriction([bad], cols, alias="a", table="t")
+
+
+def test_unreachable_endpoint_fails_fast(tmp_path: Path) -> None:
+    src = JobSource(alias="src", uri="bigquery://kalla-test/d/t")
+    settings = {"api_endpoint": "http://127.0.0.1:1", "storage_endpoint": "127.0.0.1:1", "timeout": 1}
+    with pytest.raises(ConnectionFailed, match=r"kalla-test\.d\.t"):
+        BigQueryConnector().open(src, ConnectorContext(staging_dir=tmp_path, options={"bigquery_settings": settings}))
+
+
+@pytest.mark.skipif(not os.environ.get("KALLA_TEST_BIGQUERY_PROJECT"), reason="KALLA_TEST_BIGQUERY_PROJECT is not set")
+def test_real_bigquery_public_table(tmp_path: Path) -> None:
+    """Real-services tier: ADC credentials, billing in KALLA_TEST_BIGQUERY_PROJECT, a public table."""
+    src = JobSource(alias="src", uri="bigquery://bigquery-public-data/samples/shakespeare",
+                    filters=[FilterCondition(column="corpus", op="eq", value="hamlet")])  # fmt: skip
+    opts = {"bigquery_settings": {"billing_project": os.environ["KALLA_TEST_BIGQUERY_PROJECT"]}}
+    table = BigQueryConnector().open(src, ConnectorContext(staging_dir=tmp_path, options=opts))
+    got = pq.read_table(table.paths)
+    assert got.num_rows > 0 and set(got.column("corpus").to_pylist()) == {"hamlet"}
