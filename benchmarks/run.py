@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -27,8 +28,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,7 @@ class Scenario:
 @dataclass(frozen=True)
 class _Process:
     returncode: int
+    timed_out: bool
     seconds: float
     peak_rss_mb: float
     stdout: str
@@ -168,10 +171,11 @@ def _measure(cmd: Sequence[str], timeout: float) -> _Process:
             started = time.perf_counter()
             # Own session, so a timeout kills the whole tree we started and nothing else.
             proc = subprocess.Popen(full, stdout=out, stderr=err, cwd=ROOT, start_new_session=True)
-            reaped = threading.Event()
+            reaped, timed_out = threading.Event(), threading.Event()
 
             def kill() -> None:
                 if not reaped.is_set():
+                    timed_out.set()
                     os.killpg(proc.pid, signal.SIGKILL)
 
             timer = threading.Timer(timeout, kill)
@@ -190,6 +194,7 @@ def _measure(cmd: Sequence[str], timeout: float) -> _Process:
                 rss_kib = int(last[0])
         return _Process(
             proc.returncode,
+            timed_out.is_set(),
             seconds,
             rss_kib / 1024,
             out_path.read_text(errors="replace"),
@@ -254,7 +259,9 @@ def _tail(text: str, lines: int = 6) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _run_engine(engine: str, cmd_for: Any, repeat: int, timeout: float) -> EngineResult:
+def _run_engine(
+    engine: str, cmd_for: Callable[[Path], list[str]], repeat: int, timeout: float
+) -> EngineResult:
     """Run an engine ``repeat`` times; stop at the first failure and keep its message."""
     result = EngineResult(engine)
     for _ in range(repeat):
@@ -265,6 +272,9 @@ def _run_engine(engine: str, cmd_for: Any, repeat: int, timeout: float) -> Engin
                 proc = _measure(cmd_for(output), timeout)
             except OSError as exc:
                 result.error = f"could not start: {exc}"
+                break
+            if proc.timed_out:
+                result.error = f"timed out after {timeout:g} s"
                 break
             if proc.returncode != 0:
                 detail = _tail(proc.stderr) or _tail(proc.stdout) or "(no output)"
@@ -289,12 +299,19 @@ def _run_engine(engine: str, cmd_for: Any, repeat: int, timeout: float) -> Engin
 
 def _kalla_command(explicit: str | None) -> list[str] | None:
     if explicit:
-        return explicit.split()
+        return shlex.split(explicit)
     local = ROOT / ".venv" / "bin" / "kalla"
     if local.exists():
         return [str(local)]
     found = shutil.which("kalla")
     return [found] if found else None
+
+
+def _command(engine: str, kalla: list[str], data: BenchData, output: Path) -> list[str]:
+    """The command line that makes ``engine`` reconcile ``data`` into ``output``."""
+    if engine == "kalla":
+        return [*kalla, "run", str(data.recipe), "--output", str(output), "--json"]
+    return [sys.executable, str(BASELINE), str(data.directory), str(output)]
 
 
 def _fmt_seconds(result: EngineResult | None) -> str:
@@ -396,32 +413,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rows in args.rows:
             n = max(1, rows // CROSS_DIVISOR) if shape == "cross" else rows
             data = _dataset(shape, n, args.seed, args.fmt)
-            commands: dict[str, Any] = {
-                "kalla": lambda out, d=data: [
-                    *(kalla or []),
-                    "run",
-                    str(d.recipe),
-                    "--output",
-                    str(out),
-                    "--json",
-                ],
-                "duckdb": lambda out, d=data: [
-                    sys.executable,
-                    str(BASELINE),
-                    str(d.directory),
-                    str(out),
-                ],
-            }
             results: dict[str, EngineResult] = {}
             for engine in engines:
                 print(f"  {shape} {n:,} rows: {engine} ...", file=sys.stderr, flush=True)
                 if engine == "kalla" and kalla is None:
-                    results[engine] = EngineResult(engine, error="no kalla command found")
+                    result = EngineResult(engine, error="no kalla command found")
                 else:
-                    command = commands[engine]
-                    results[engine] = _run_engine(engine, command, args.repeat, args.timeout)
-                if results[engine].error:
-                    print(f"    {engine} FAILED: {results[engine].error}", file=sys.stderr)
+                    command = partial(_command, engine, kalla or [], data)
+                    result = _run_engine(engine, command, args.repeat, args.timeout)
+                if result.error:
+                    print(f"    {engine} FAILED: {result.error}", file=sys.stderr)
+                elif result.counts != data.expected:
+                    print(
+                        f"    {engine} WRONG ANSWER: {result.counts}, expected {data.expected}",
+                        file=sys.stderr,
+                    )
+                results[engine] = result
             scenarios.append(Scenario(shape, n, data.right_rows, data.expected, results))
 
     print(_table(scenarios))

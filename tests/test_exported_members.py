@@ -33,3 +33,20 @@ def test_every_error_has_a_code_and_is_a_kalla_error() -> None:
         assert cls.__doc__
         codes.add(cls.code)
     assert len(codes) == len(kalla.errors.__all__)
+
+
+def test_the_library_api_is_public_and_documented() -> None:
+    for name in ("Engine", "EvidenceStore", "EvidenceRun", "preview_source", "Side", "RunStatus"):
+        assert name in kalla.__all__
+        assert getattr(kalla, name).__doc__, name
+    for cls in (kalla.Engine, kalla.EvidenceStore, kalla.EvidenceRun):
+        undocumented = [
+            n for n in vars(cls) if not n.startswith("_") and callable(getattr(cls, n))
+            and not getattr(cls, n).__doc__
+        ]  # fmt: skip
+        assert cls is kalla.Engine or not undocumented, (cls, undocumented)
+    engine_api = ("register_uri", "register_table", "sql", "sql_stream", "execute_join",
+                  "execute_join_stream", "find_orphans", "find_orphans_stream", "tables")  # fmt: skip
+    for name in engine_api:
+        doc = getattr(kalla.Engine, name).__doc__ or ""
+        assert doc, name

@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError as _NotInstalled
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 try:
     __version__ = _version("kalla")
@@ -11,7 +12,7 @@ except _NotInstalled:  # running from a source tree without installation
 from ._api import reconcile
 from .errors import *  # noqa: F403
 from .errors import __all__ as _error_names
-from .evidence import OutputPaths, RunMetadata, RunResult
+from .evidence import EvidenceRun, EvidenceStore, OutputPaths, RunMetadata, RunResult, RunStatus
 from .job import FilterCondition, FilterOp, JobRequest, JobSource, Side
 from .progress import ProgressEvent, Stage
 from .recipe import Recipe, RecipeSource, RecipeSources, SourceType, load_recipe
@@ -19,6 +20,11 @@ from .rules import AggregateRule, Ambiguity, Cardinality, MatchRule, Rule, RuleM
 
 __all__ = [
     "AggregateRule",
+    "Engine",
+    "EvidenceRun",
+    "EvidenceStore",
+    "RunStatus",
+    "preview_source",
     "Ambiguity",
     "Cardinality",
     "MatchRule",
@@ -43,3 +49,24 @@ __all__ = [
     "reconcile",
     *_error_names,
 ]
+
+
+# The engine imports DataFusion (about a second of CPU): only when first asked for.
+if _TYPE_CHECKING:
+    from .engine import Engine, preview_source
+
+_LAZY = {"Engine": "kalla.engine", "preview_source": "kalla.engine"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kalla' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

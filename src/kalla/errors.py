@@ -22,6 +22,8 @@ status for the runner, and whether retrying the same input could help::
     │   ├── CallbackHostNotAllowed      callback_host_not_allowed
     │   ├── OutputPathInvalid           output_path_invalid
     │   ├── MissingDependency           missing_dependency
+    │   ├── TableNameInvalid            table_name_invalid    (library: Engine.register_*)
+    │   ├── RunNotFound                 run_not_found         (evidence store: HTTP 404)
     │   ├── BroadcastTooLarge           broadcast_too_large   (ray engine)
     │   ├── Unauthorized                unauthorized          (runner: HTTP 401)
     │   ├── RequestTooLarge             request_too_large     (runner: HTTP 413)
@@ -76,6 +78,7 @@ __all__ = [
     "RequestTooLarge",
     "ResourcesExhausted",
     "RunIdConflict",
+    "RunNotFound",
     "RuntimeFailure",
     "SchemaMismatch",
     "ShuttingDown",
@@ -83,6 +86,7 @@ __all__ = [
     "SourceOutsideAllowedRoots",
     "SourceReadFailed",
     "SourceUriInvalid",
+    "TableNameInvalid",
     "Unauthorized",
     "UnsupportedUri",
 ]
@@ -228,6 +232,19 @@ class MissingDependency(InputError):
     """An optional dependency for a connector or engine is not installed."""
 
     code = "missing_dependency"
+
+
+class TableNameInvalid(InputError):
+    """A table name given to the engine is not a plain identifier, or is reserved by kalla."""
+
+    code = "table_name_invalid"
+
+
+class RunNotFound(InputError):
+    """The evidence store has no published run with this run_id."""
+
+    code = "run_not_found"
+    http_status = 404
 
 
 class RuntimeFailure(KallaError):

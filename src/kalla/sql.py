@@ -64,26 +64,26 @@ def key_column(side: Side) -> str:
     return f"{RESERVED_PREFIX}{side.value}_key"
 
 
-def _parse(sql: str) -> exp.Expr:
+def _parse(sql: str, what: str = "match_sql") -> exp.Expr:
     try:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except sqlglot.errors.ParseError as exc:
         detail = exc.errors[0]["description"] if exc.errors else str(exc)
-        raise MatchSqlInvalid(f"match_sql does not parse: {detail}") from None
+        raise MatchSqlInvalid(f"{what} does not parse: {detail}") from None
     except sqlglot.errors.SqlglotError as exc:
-        raise MatchSqlInvalid(f"match_sql does not parse: {exc}") from None
+        raise MatchSqlInvalid(f"{what} does not parse: {exc}") from None
     if len(statements) != 1:
         raise MatchSqlForbidden(
-            f"match_sql must be exactly one query, found {len(statements)} statements"
+            f"{what} must be exactly one query, found {len(statements)} statements"
         )
     tree = statements[0]
     if not isinstance(tree, exp.Query):
         raise MatchSqlForbidden(
-            f"match_sql must be a read-only SELECT or WITH query, not {_kind(tree)}"
+            f"{what} must be a read-only SELECT or WITH query, not {_kind(tree)}"
         )
     for node in tree.walk():
         if isinstance(node, _FORBIDDEN):
-            raise MatchSqlForbidden(f"match_sql must be read-only; it contains {_kind(node)}")
+            raise MatchSqlForbidden(f"{what} must be read-only; it contains {_kind(node)}")
     return tree
 
 
@@ -341,9 +341,14 @@ UDF_ARGUMENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def prepare_sql(sql: str, tables: dict[str, dict[str, pa.DataType]] | None = None) -> str:
-    """Parse ``sql`` (read-only check included) and cast kalla UDF arguments; no key injection."""
-    tree = _parse(sql)
+def prepare_sql(
+    sql: str, tables: dict[str, dict[str, pa.DataType]] | None = None, *, what: str = "match_sql"
+) -> str:
+    """Parse ``sql`` (read-only check included) and cast kalla UDF arguments; no key injection.
+
+    ``what`` names the SQL in error messages (``match_sql``, ``query``).
+    """
+    tree = _parse(sql, what)
     sides: dict[Side, SideTable] = {}
     _cast_udf_arguments(tree, sides, _cte_lineage(tree), tables or {})
     return tree.sql(dialect=DIALECT)

@@ -11,9 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from ..job import JobSource
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["Connector", "ConnectorContext", "ObjectStoreSpec", "TableSource"]
 
@@ -58,6 +61,20 @@ class Connector(ABC):
     @abstractmethod
     def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
         """Make ``source`` scannable; raise a :class:`kalla.KallaError` when it cannot be."""
+
+    def preview(self, source: JobSource, limit: int, ctx: ConnectorContext) -> pa.Table:
+        """The first ``limit`` rows of ``source`` that pass its filters, typed as a run reads them.
+
+        The seed's ``register_scoped``. Never read the whole source: a connector that can
+        push filters and a limit down (a database's ``WHERE … LIMIT``) overrides this.
+        The default opens the source and lets the engine scan a limited amount of it
+        (:func:`kalla.engine._preview.scan_preview`), which suits files and object stores.
+        Returning more than ``limit`` rows is allowed (the caller cuts); fewer means the
+        source has no more matching rows (or, for local CSV, none in the rows scanned).
+        """
+        from ..engine._preview import scan_preview  # the engine imports datafusion: on use
+
+        return scan_preview(self.open(source, ctx), source, limit)
 
     def check(self, uri: str) -> None:  # noqa: B027 - optional hook
         """Reject a malformed URI before any work starts (cheap, no I/O)."""

@@ -247,6 +247,65 @@ class TableRead:
         finally:
             coord.close()
 
+    def preview(self, where_for: Callable[[dict[str, PgColumn]], PgWhere], limit: int) -> pa.Table:
+        """The first ``limit`` rows passing the filter: ``SELECT … WHERE … LIMIT n``, one query.
+
+        Unconstrained ``numeric`` columns (no declared type) are read as text and given the
+        exact decimal type their previewed values need, so nothing scans the whole table.
+        """
+        s = PgSession(self.dbapi, self.conn_uri, self.site)
+        try:
+            s.begin()
+            table = self._find_table(s)
+            cols = self.columns(s, table.oid)
+            where = where_for(cols)
+            self._bind(s, where)
+            for what, sql in where.checks:
+                with driver_errors(self.site, repr(what), filter_values=True):
+                    s.cursor.execute(sql)
+                    s.cursor.fetchall()
+            measured = [
+                c.name for c in cols.values()
+                if needs_probe(c) and not isinstance(self.declared.get(c.name), pa.Decimal128Type)
+            ]  # fmt: skip
+            fields, exprs = [], []
+            for c in cols.values():
+                if c.name in measured:
+                    fields.append(pa.field(c.name, pa.string()))
+                    exprs.append(f"{quote_ident(c.name)}::text AS {quote_ident(c.name)}")
+                else:
+                    declared = self.declared.get(c.name)
+                    decimal = declared if isinstance(declared, pa.Decimal128Type) else None
+                    fields.append(pa.field(c.name, arrow_for(c, decimal)))
+                    exprs.append(select_expr(c))
+            target = pa.schema(fields)
+            sql = (
+                f"SELECT {', '.join(exprs)} FROM {table.qualified} WHERE {where.sql} "
+                f"LIMIT {int(limit)}"
+            )
+            with driver_errors(self.site, "starting the preview"):
+                s.cursor.execute(sql)
+                reader = s.cursor.fetch_record_batch()
+            batches = []
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except KallaError:
+                    raise
+                except Exception as exc:
+                    raise classify(exc, self.site, doing="reading rows") from exc
+                batches.append(_convert(batch, target, self.site))
+            result = pa.Table.from_batches(batches, schema=target)
+            for name in measured:
+                i = result.schema.get_field_index(name)
+                column = _exact_decimal(result.column(name).combine_chunks(), name, self.site)
+                result = result.set_column(i, pa.field(name, column.type), column)
+            return result
+        finally:
+            s.close()
+
     def _partition_count(self, table: _Table) -> int:
         if table.relkind not in ("r", "m") or table.pages == 0:
             return 1
@@ -319,6 +378,35 @@ def _stream(
             except Exception as exc:
                 raise classify(exc, site, doing="reading rows") from exc
             writer.write_batch(_convert(batch, target, site))
+
+
+def _exact_decimal(values: pa.Array, name: str, site: PgSite) -> pa.Array:
+    """Text of ``numeric`` values as the narrowest exact ``decimal128(38, s)`` that holds them."""
+    present = values.drop_null()
+    scale, digits = 0, 1
+    for text in present.to_pylist():
+        try:
+            exponent = Decimal(text).as_tuple().exponent
+            whole = len(str(abs(int(Decimal(text)))))
+        except (ArithmeticError, ValueError):
+            raise SourceReadFailed(
+                f"{site.prefix()}: numeric column {name!r} holds {text!r}, which has no exact "
+                "decimal form",
+                column=name,
+                **site.details(),
+            ) from None
+        if isinstance(exponent, int):
+            scale = max(scale, -exponent)
+        digits = max(digits, whole)
+    if digits + scale > 38:
+        raise SourceReadFailed(
+            f"{site.prefix()}: numeric column {name!r} holds values with {digits} integer and "
+            f"{scale} fractional digits, more than the 38 an exact decimal can hold; declare a "
+            "narrower type in the source schema",
+            column=name,
+            **site.details(),
+        )
+    return pc.cast(values, pa.decimal128(38, scale))
 
 
 def _convert(batch: pa.RecordBatch, target: pa.Schema, site: PgSite) -> pa.RecordBatch:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import pyarrow as pa
+
 from ..errors import MissingDependency, SourceUriInvalid
 from ..job import JobSource
 from ..schema import schema_types
@@ -101,8 +103,18 @@ class PostgresConnector(Connector):
     def check(self, uri: str) -> None:
         parse_pg_uri(uri)
 
-    def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
+    def preview(self, source: JobSource, limit: int, ctx: ConnectorContext) -> pa.Table:
+        """``SELECT … WHERE <filters> LIMIT n`` in PostgreSQL itself: nothing else is read."""
         loc = parse_pg_uri(source.uri)
+        read, site = self._read(source, loc, ctx)
+        return read.preview(
+            lambda cols: build_where(source.filters, cols, alias=source.alias, table=site.table),
+            limit,
+        )
+
+    def _read(
+        self, source: JobSource, loc: PgLocation, ctx: ConnectorContext
+    ) -> tuple[TableRead, PgSite]:
         site = PgSite(
             alias=source.alias,
             table=f"{loc.schema}.{loc.table}",
@@ -121,6 +133,11 @@ class PostgresConnector(Connector):
             declared=schema_types(source.schema_),
             partitions=int(partitions) if partitions else None,
         )
+        return read, site
+
+    def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
+        loc = parse_pg_uri(source.uri)
+        read, site = self._read(source, loc, ctx)
         paths = read.run(
             lambda cols: build_where(source.filters, cols, alias=source.alias, table=site.table),
             ctx.staging_dir,

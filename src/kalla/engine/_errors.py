@@ -29,8 +29,13 @@ def _clean(text: str) -> str:
 
 
 @contextmanager
-def translate(*, stage: str, source: str | None = None, sql: bool = False) -> Iterator[None]:
-    """Run a block, turning foreign errors into typed kalla errors tagged with ``stage``."""
+def translate(
+    *, stage: str, source: str | None = None, sql: bool = False, what: str = "match_sql"
+) -> Iterator[None]:
+    """Run a block, turning foreign errors into typed kalla errors tagged with ``stage``.
+
+    ``sql``: planning errors are the SQL's fault (``MatchSqlInvalid``, naming ``what``).
+    """
     try:
         yield
     except KallaError as err:
@@ -52,7 +57,7 @@ def translate(*, stage: str, source: str | None = None, sql: bool = False) -> It
                 stage=stage,
             ) from exc
         if sql and ("planning" in text or "Schema error" in text or "SQL error" in text):
-            raise MatchSqlInvalid(f"match_sql does not plan: {msg}", stage=stage) from exc
+            raise MatchSqlInvalid(f"{what} does not plan: {msg}", stage=stage) from exc
         if "Cast error" in text or "Cannot cast" in text or "Parser error" in text:
             raise ExecutionFailed(
                 f"a value could not be converted while matching: {msg}", stage=stage

@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from datafusion import DataFrame, RuntimeEnvBuilder, SessionConfig, SessionContext
+from datafusion import DataFrame, RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
-from ..connectors import TableSource
-from ..errors import SchemaMismatch
-from ..sql import quote
-from . import _csv
+from ..connectors import ConnectorContext, ConnectorRegistry, TableSource, default_registry
+from ..errors import JobInvalid, SchemaMismatch, TableNameInvalid
+from ..job import FilterCondition, JobSource
+from ..schema import ColumnSchema, schema_types
+from ..side import Side
+from ..sql import RESERVED_PREFIX, prepare_sql, quote
+from . import _csv, _frames
 from ._errors import translate
 from ._filters import filter_sql
 from ._udfs import UDFS
@@ -41,11 +49,34 @@ def available_memory() -> int:
     return 4 << 30
 
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Where a column of an ``on``/``keys`` list comes from: one name for both sides, or a pair.
+ColumnPair = str | tuple[str, str]
+
+
 class Engine:
     """A DataFusion session for one run (or one notebook): sources, UDFs, bounded memory.
 
+    The engine owns its DataFusion session and never hands it out (seed D4): tables come
+    in through ``register_uri`` (any connector, filters applied) and ``register_table``
+    (Arrow, pyarrow datasets, pandas, polars); SQL goes through :meth:`sql` and
+    :meth:`sql_stream`, which accept one read-only query and make kalla's financial
+    functions (``tolerance_match``, ``date_within``, …) exact whatever the column types.
+
     ``memory_limit`` bounds what sorts, aggregates and joins hold, spilling to
     ``spill_dir``; with a limit, joins run as sort-merge joins, which can spill.
+
+    Table names are plain identifiers. As in PostgreSQL, SQL folds unquoted names to
+    lower case, so use lower-case names (or quote them in queries).
+
+    Examples:
+        >>> import pyarrow as pa
+        >>> from kalla import Engine
+        >>> with Engine() as engine:
+        ...     _ = engine.register_table("t", pa.table({"a": [1, 2, 3]}))
+        ...     engine.sql("SELECT sum(a) AS total FROM t").to_pylist()
+        [{'total': 6}]
     """
 
     def __init__(
@@ -83,6 +114,412 @@ class Engine:
         for fn in UDFS():
             self._ctx.register_udf(fn)
         self._schemas: dict[str, pa.Schema] = {}
+        self._staging: Path | None = None
+
+    # --- the public API: registration ---------------------------------------------------------
+
+    def register_uri(
+        self,
+        name: str,
+        uri: str,
+        *,
+        filters: Sequence[FilterCondition | Mapping[str, Any]] = (),
+        schema: ColumnSchema | None = None,
+        options: Mapping[str, Any] | None = None,
+        registry: ConnectorRegistry | None = None,
+    ) -> pa.Schema:
+        """Register the source at ``uri`` as table ``name``, through the connector registry.
+
+        Files are scanned in place (CSV with kalla's exact type inference), PostgreSQL is
+        read in one snapshot with the filters pushed into its ``WHERE``, S3 objects are read
+        by DataFusion. Registering a name again replaces the table.
+
+        Args:
+            name: The table name queries use (letters, digits, underscores).
+            uri: A path, ``file://``, ``postgresql://…?table=T``, ``s3://bucket/key`` or any
+                scheme an installed connector handles.
+            filters: Conditions applied to the source (``FilterCondition`` or dicts
+                ``{"column", "op", "value"}``), ANDed.
+            schema: Columns the source must have, optionally typed (as in a recipe).
+            options: Connector options (``s3_settings``, ``postgres_partitions``, …).
+            registry: The connector registry; default: every installed connector.
+
+        Returns:
+            The table's Arrow schema.
+
+        Raises:
+            UnsupportedUri: No connector handles the URI's scheme.
+            MissingDependency: The connector's extra is not installed.
+            SourceNotFound, SchemaMismatch, FilterInvalid, SourceReadFailed,
+            ConnectionFailed, PermissionDenied: From the connector or the scan.
+            TableNameInvalid: ``name`` is not a plain identifier.
+
+        Examples:
+            >>> import tempfile, pathlib
+            >>> folder = pathlib.Path(tempfile.mkdtemp())
+            >>> _ = (folder / "invoices.csv").write_text("id,amount\\nA,10.50\\nB,7.25\\n")
+            >>> with Engine() as engine:
+            ...     engine.register_uri(
+            ...         "invoices", str(folder / "invoices.csv"),
+            ...         filters=[{"column": "amount", "op": "gt", "value": "8"}],
+            ...     )
+            ...     engine.sql("SELECT id, amount FROM invoices").to_pylist()
+            id: string
+            amount: decimal128(18, 2)
+            [{'id': 'A', 'amount': Decimal('10.50')}]
+        """
+        _check_name(name)
+        try:
+            source = JobSource(
+                alias=name,
+                uri=uri,
+                filters=[FilterCondition.model_validate(f) for f in filters],
+                schema=schema,
+            )
+        except ValueError as exc:
+            raise JobInvalid(f"source {name!r}: {_first_error(exc)}") from None
+        self._forget(name)
+        staging = self._staging_dir() / name
+        with translate(stage="staging", source=name):
+            connector = (registry or default_registry()).for_uri(uri)
+            connector.check(uri)
+            table = connector.open(source, ConnectorContext(staging, dict(options or {})))
+            declared = schema_types(source.schema_)
+            base = name if table.filters_applied or not source.filters else _base_name(name)
+            registered = self.register_source(
+                base, table, declared=declared, staging_dir=staging,
+                in_memory=self._fits_in_memory(table),
+            )  # fmt: skip
+            missing = [c for c in declared if c not in registered.names]
+            if missing:
+                raise SchemaMismatch(
+                    f"source {name!r} is missing declared column(s) {missing}; "
+                    f"it has {registered.names}",
+                    missing=missing,
+                )
+            if base == name:
+                return registered
+            predicate = filter_sql(list(source.filters), registered, name)
+            return self.register_view(name, f"SELECT * FROM {quote(base)} WHERE {predicate}")
+
+    def register_table(self, name: str, data: _frames.ArrowLike) -> pa.Schema:
+        """Register in-memory or lazy data as table ``name`` (replacing any table of that name).
+
+        Args:
+            name: The table name queries use (letters, digits, underscores).
+            data: A ``pyarrow.Table``, ``RecordBatch`` or ``RecordBatchReader`` (read
+                whole), a ``pyarrow.dataset.Dataset`` (scanned lazily), a pandas or polars
+                DataFrame (neither is a kalla dependency), or any object with
+                ``__arrow_c_stream__``.
+
+        Returns:
+            The table's Arrow schema.
+
+        Raises:
+            TableNameInvalid: ``name`` is not a plain identifier.
+            TypeError: ``data`` is none of the accepted kinds.
+
+        Examples:
+            >>> import pyarrow as pa
+            >>> with Engine() as engine:
+            ...     engine.register_table("t", pa.table({"id": ["a"], "n": [1]}))
+            id: string
+            n: int64
+        """
+        _check_name(name)
+        arrow = _frames.as_arrow(data)
+        self._forget(name)
+        if isinstance(arrow, pads.Dataset):
+            with translate(stage="staging", source=name):
+                self._ctx.register_dataset(name, arrow)
+            self._schemas[name] = arrow.schema
+            return arrow.schema
+        return self.register_arrow(name, arrow.combine_chunks(), arrow.schema)
+
+    def tables(self) -> list[str]:
+        """Names of the tables registered through the public API, sorted.
+
+        Examples:
+            >>> import pyarrow as pa
+            >>> with Engine() as engine:
+            ...     _ = engine.register_table("b", pa.table({"x": [1]}))
+            ...     _ = engine.register_table("a", pa.table({"x": [1]}))
+            ...     engine.tables()
+            ['a', 'b']
+        """
+        return sorted(n for n in self._schemas if not n.startswith(RESERVED_PREFIX))
+
+    def deregister(self, name: str) -> None:
+        """Forget table ``name`` (no error if there is none)."""
+        self._forget(name)
+        self._forget(_base_name(name))
+
+    # --- the public API: queries --------------------------------------------------------------
+
+    def sql(self, query: str) -> pa.Table:
+        """Run one read-only query; the whole result as an Arrow table.
+
+        kalla's financial functions are available and exact: ``tolerance_match``,
+        ``pct_tolerance_match``, ``date_within``, ``normalize_ref``.
+
+        Args:
+            query: Exactly one ``SELECT`` or ``WITH`` query over the registered tables.
+
+        Returns:
+            The result.
+
+        Raises:
+            MatchSqlForbidden: The query is not one read-only query (DDL, DML, ``COPY``,
+                ``SET``, several statements).
+            MatchSqlInvalid: The query does not parse or plan (unknown table or column).
+            ExecutionFailed, ResourcesExhausted: Running it failed.
+
+        Examples:
+            >>> import pyarrow as pa
+            >>> with Engine() as engine:
+            ...     _ = engine.register_table("t", pa.table({"a": [100.0], "b": [100.02]}))
+            ...     engine.sql("SELECT tolerance_match(a, b, 0.02) AS ok FROM t").to_pylist()
+            [{'ok': True}]
+            >>> Engine().sql("DROP TABLE t")
+            Traceback (most recent call last):
+            ...
+            kalla.errors.MatchSqlForbidden: query must be a read-only SELECT or WITH query, not a DROP statement
+        """
+        df = self._user_dataframe(query)
+        with translate(stage="query", sql=True, what="query"):
+            return df.to_arrow_table()
+
+    def sql_stream(self, query: str) -> Iterator[pa.RecordBatch]:
+        """Like :meth:`sql`, but yield the result batch by batch as DataFusion produces it.
+
+        The query is checked and planned at once (errors raise here); it runs as the
+        iterator is consumed, so memory holds a few batches, not the result.
+
+        Examples:
+            >>> import pyarrow as pa
+            >>> with Engine() as engine:
+            ...     _ = engine.register_table("t", pa.table({"a": list(range(10))}))
+            ...     sum(b.num_rows for b in engine.sql_stream("SELECT a FROM t WHERE a > 3"))
+            6
+        """
+        return _stream(self._user_dataframe(query))
+
+    def to_pandas(self, query: str) -> Any:
+        """:meth:`sql` as a pandas DataFrame; needs ``pip install 'kalla[pandas]'``.
+
+        Raises:
+            MissingDependency: pandas is not installed (``extra="pandas"``).
+        """
+        return _frames.to_pandas(self.sql(query))
+
+    def to_polars(self, query: str) -> Any:
+        """:meth:`sql` as a polars DataFrame; needs ``pip install 'kalla[polars]'``.
+
+        Raises:
+            MissingDependency: polars is not installed (``extra="polars"``).
+        """
+        return _frames.to_polars(self.sql(query))
+
+    def execute_join(
+        self,
+        left: str,
+        right: str,
+        on: Sequence[ColumnPair],
+        *,
+        tolerance: Mapping[ColumnPair, Decimal | int | str] | None = None,
+    ) -> pa.Table:
+        """Inner-join two tables on equal keys, amounts optionally within a tolerance.
+
+        Output columns are the left table's, then the right table's; a name both have is
+        given its table as prefix (``invoices.amount``, ``payments.amount``).
+
+        Args:
+            left: Left table name.
+            right: Right table name.
+            on: Key columns that must be equal: a name both tables have, or a pair
+                ``(left_column, right_column)``.
+            tolerance: Columns that must agree within an absolute amount, exactly
+                (``tolerance_match``): ``{"amount": "0.02"}`` or
+                ``{("amount", "paid"): Decimal("0.02")}``.
+
+        Returns:
+            The joined rows.
+
+        Raises:
+            SchemaMismatch: A named column does not exist.
+            JobInvalid: Neither ``on`` nor ``tolerance`` gives a condition, or a
+                tolerance is not a non-negative number.
+
+        Examples:
+            >>> import pyarrow as pa
+            >>> from decimal import Decimal as D
+            >>> with Engine() as engine:
+            ...     _ = engine.register_table("inv", pa.table({"ref": ["A", "B"], "amount": [D("10.00"), D("5.00")]}))
+            ...     _ = engine.register_table("pay", pa.table({"ref": ["A", "B"], "paid": [D("10.01"), D("4.00")]}))
+            ...     engine.execute_join("inv", "pay", on=["ref"], tolerance={("amount", "paid"): "0.02"}).to_pylist()
+            [{'inv.ref': 'A', 'amount': Decimal('10.00'), 'pay.ref': 'A', 'paid': Decimal('10.01')}]
+        """
+        df = self._join_dataframe(left, right, on, tolerance)
+        with translate(stage="query"):
+            return df.to_arrow_table()
+
+    def execute_join_stream(
+        self,
+        left: str,
+        right: str,
+        on: Sequence[ColumnPair],
+        *,
+        tolerance: Mapping[ColumnPair, Decimal | int | str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """:meth:`execute_join`, yielding record batches as they are produced."""
+        return _stream(self._join_dataframe(left, right, on, tolerance))
+
+    def find_orphans(
+        self, side: Side, left: str, right: str, keys: Sequence[ColumnPair]
+    ) -> pa.Table:
+        """Rows of one side's table with no row of the other table on equal keys.
+
+        An anti-join on the full key; a row with a NULL in its key is always an orphan
+        (NULL equals nothing), as in a reconciliation run.
+
+        Args:
+            side: Whose orphans: ``Side.LEFT`` (rows of ``left``) or ``Side.RIGHT``.
+            left: Left table name.
+            right: Right table name.
+            keys: Key columns: a name both tables have, or a pair
+                ``(left_column, right_column)``.
+
+        Returns:
+            The orphan rows, with all of their table's columns.
+
+        Raises:
+            SchemaMismatch: A key column does not exist.
+            JobInvalid: ``keys`` is empty.
+            TypeError: ``side`` is not a :class:`~kalla.Side`.
+
+        Examples:
+            >>> import pyarrow as pa
+            >>> from kalla import Side
+            >>> with Engine() as engine:
+            ...     _ = engine.register_table("inv", pa.table({"id": ["A", "B", None]}))
+            ...     _ = engine.register_table("pay", pa.table({"ref": ["A", "C"]}))
+            ...     engine.find_orphans(Side.LEFT, "inv", "pay", [("id", "ref")]).to_pylist()
+            ...     engine.find_orphans(Side.RIGHT, "inv", "pay", [("id", "ref")]).to_pylist()
+            [{'id': 'B'}, {'id': None}]
+            [{'ref': 'C'}]
+        """
+        df = self._orphans_dataframe(side, left, right, keys)
+        with translate(stage="query"):
+            return df.to_arrow_table()
+
+    def find_orphans_stream(
+        self, side: Side, left: str, right: str, keys: Sequence[ColumnPair]
+    ) -> Iterator[pa.RecordBatch]:
+        """:meth:`find_orphans`, yielding record batches as they are produced."""
+        return _stream(self._orphans_dataframe(side, left, right, keys))
+
+    # --- the public API: helpers ---------------------------------------------------------------
+
+    def _user_dataframe(self, query: str) -> DataFrame:
+        tables = {n: {f.name: f.type for f in sch} for n, sch in self._schemas.items()}
+        prepared = prepare_sql(query, tables, what="query")
+        options = (
+            SQLOptions().with_allow_ddl(False).with_allow_dml(False).with_allow_statements(False)
+        )
+        with translate(stage="query", sql=True, what="query"):
+            return self._ctx.sql_with_options(prepared, options)
+
+    def _table(self, name: str) -> pa.Schema:
+        if name not in self._schemas or name.startswith(RESERVED_PREFIX):
+            raise SchemaMismatch(
+                f"no table {name!r} is registered; tables: {', '.join(self.tables()) or 'none'}"
+            )
+        return self._schemas[name]
+
+    def _pairs(
+        self, pairs: Sequence[ColumnPair], left: str, right: str, what: str
+    ) -> list[tuple[str, str]]:
+        out = []
+        schemas = (self._table(left), self._table(right))
+        for item in pairs:
+            pair = (item, item) if isinstance(item, str) else tuple(item)
+            if len(pair) != 2:
+                raise JobInvalid(f"{what}: {item!r} is neither a column name nor a pair of them")
+            for table, schema, column in zip((left, right), schemas, pair, strict=True):
+                if column not in schema.names:
+                    raise SchemaMismatch(
+                        f"{what}: table {table!r} has no column {column!r}; it has {schema.names}",
+                        column=column,
+                    )
+            out.append((pair[0], pair[1]))
+        return out
+
+    def _join_dataframe(
+        self,
+        left: str,
+        right: str,
+        on: Sequence[ColumnPair],
+        tolerance: Mapping[ColumnPair, Decimal | int | str] | None,
+    ) -> DataFrame:
+        keys = self._pairs(on, left, right, "execute_join on")
+        tol = self._pairs(list((tolerance or {}).keys()), left, right, "execute_join tolerance")
+        amounts = [_tolerance(v) for v in (tolerance or {}).values()]
+        if not keys and not tol:
+            raise JobInvalid("execute_join needs at least one key in 'on' or one tolerance")
+        conditions = [f"l.{quote(a)} = r.{quote(b)}" for a, b in keys]
+        conditions += [
+            f"tolerance_match(l.{quote(a)}, r.{quote(b)}, {amount})"
+            for (a, b), amount in zip(tol, amounts, strict=True)
+        ]
+        lnames, rnames = self._schemas[left].names, self._schemas[right].names
+        lq, rq = (left, right) if left != right else ("left", "right")
+        cols = [f"l.{quote(c)} AS {quote(f'{lq}.{c}' if c in rnames else c)}" for c in lnames] + [
+            f"r.{quote(c)} AS {quote(f'{rq}.{c}' if c in lnames else c)}" for c in rnames
+        ]
+        query = (
+            f"SELECT {', '.join(cols)} FROM {quote(left)} AS l JOIN {quote(right)} AS r "
+            f"ON {' AND '.join(conditions)}"
+        )
+        tables = {n: {f.name: f.type for f in self._schemas[n]} for n in (left, right)}
+        with translate(stage="query"):
+            return self._ctx.sql(prepare_sql(query, tables, what="execute_join"))
+
+    def _orphans_dataframe(
+        self, side: Side, left: str, right: str, keys: Sequence[ColumnPair]
+    ) -> DataFrame:
+        if not isinstance(side, Side):
+            raise TypeError(f"side must be Side.LEFT or Side.RIGHT, not {side!r}")
+        pairs = self._pairs(keys, left, right, "find_orphans keys")
+        if not pairs:
+            raise JobInvalid("find_orphans needs at least one key column")
+        if side is Side.RIGHT:
+            left, right = right, left
+            pairs = [(b, a) for a, b in pairs]
+        cond = " AND ".join(f"o.{quote(a)} = x.{quote(b)}" for a, b in pairs)
+        query = (
+            f"SELECT o.* FROM {quote(left)} AS o "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(right)} AS x WHERE {cond})"
+        )
+        with translate(stage="query"):
+            return self._ctx.sql(query)
+
+    def _staging_dir(self) -> Path:
+        if self._staging is None:
+            self._staging = Path(tempfile.mkdtemp(prefix="kalla-engine-"))
+        return self._staging
+
+    def _fits_in_memory(self, table: TableSource) -> bool:
+        if table.format != "csv" or table.object_store is not None:
+            return False
+        size = sum(os.path.getsize(p) for p in table.paths)
+        budget = self.memory_limit if self.memory_limit is not None else available_memory() // 2
+        return size * 4 < budget
+
+    def _forget(self, name: str) -> None:
+        if name in self._schemas:
+            with contextlib.suppress(Exception):
+                self._ctx.deregister_table(name)
+            del self._schemas[name]
 
     # --- registration -----------------------------------------------------------------------
 
@@ -223,16 +660,65 @@ class Engine:
         return self._ctx.sql(query).to_pylist()
 
     def close(self) -> None:
+        """Forget every table and remove the engine's staging files."""
         for name in list(self._schemas):
             with contextlib.suppress(Exception):
                 self._ctx.deregister_table(name)
         self._schemas.clear()
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
 
     def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise TableNameInvalid(
+            f"table name {name!r} must be letters, digits and underscores, not starting with a digit"
+        )
+    if name.lower().startswith(RESERVED_PREFIX):
+        raise TableNameInvalid(f"table names starting with {RESERVED_PREFIX!r} are kalla's own")
+
+
+def _base_name(name: str) -> str:
+    return f"{RESERVED_PREFIX}base_{name}"
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        return f"{loc}: {first.get('msg', '')}" if loc else str(first.get("msg", ""))
+    return str(exc)
+
+
+def _tolerance(value: Decimal | int | str) -> str:
+    """A tolerance as an exact SQL literal; refuses anything but a finite, non-negative number."""
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        amount = Decimal("NaN")
+    if isinstance(value, bool) or not amount.is_finite() or amount < 0:
+        raise JobInvalid(f"a tolerance must be a non-negative number, not {value!r}")
+    return format(amount, "f")
+
+
+def _stream(df: DataFrame) -> Iterator[pa.RecordBatch]:
+    with translate(stage="query"):
+        stream = df.execute_stream()
+    return _batches(stream)
+
+
+def _batches(stream: Any) -> Iterator[pa.RecordBatch]:
+    with translate(stage="query"):
+        for batch in stream:
+            yield batch.to_pyarrow()
 
 
 def _check_declared(name: str, header: list[str], declared: dict[str, pa.DataType]) -> None:

@@ -1,5 +1,6 @@
 """Evidence: one folder per run with matched/unmatched Parquet files and ``metadata.json``."""
 
+from ._evidence import EvidenceRun, EvidenceStore
 from ._models import (
     OutputPaths,
     RuleCounts,
@@ -12,6 +13,8 @@ from ._models import (
 from ._store import RunWriter, read_metadata
 
 __all__ = [
+    "EvidenceRun",
+    "EvidenceStore",
     "OutputPaths",
     "RuleCounts",
     "RunMetadata",

@@ -25,6 +25,8 @@ METADATA = "metadata.json"
 
 
 class RunStatus(StrEnum):
+    """How a published run ended: ``completed`` (all datasets) or ``failed`` (metadata only)."""
+
     COMPLETED = "completed"
     FAILED = "failed"
 

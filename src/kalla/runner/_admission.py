@@ -18,7 +18,7 @@ from ..errors import CallbackHostNotAllowed, OutputPathInvalid, SourceOutsideAll
 from ..sql import check_read_only
 from ._models import RunnerJobRequest
 
-__all__ = ["admit", "check_callback_url", "resolve_run_dir"]
+__all__ = ["admit", "admit_source", "check_callback_url", "resolve_run_dir"]
 
 
 def admit(request: RunnerJobRequest, settings: Settings) -> Path:
@@ -29,16 +29,24 @@ def admit(request: RunnerJobRequest, settings: Settings) -> Path:
         MatchSqlForbidden, MatchSqlInvalid, OutputPathInvalid: each an ``InputError`` (HTTP 400).
     """
     check_callback_url(request.callback_url, settings.allowed_callback_hosts)
-    registry = default_registry()
     for source in request.sources:
-        connector = registry.for_uri(source.uri)
-        connector.check(source.uri)
-        local = connector.local_path(source.uri)
-        if local is not None:
-            _check_under_roots(source.alias, local, settings.source_roots)
+        admit_source(source.alias, source.uri, settings)
     if request.match_sql is not None:  # rules check their own SQL when the body is parsed
         check_read_only(request.match_sql)
     return resolve_run_dir(request.output_path or f"runs/{request.run_id}", settings.evidence_root)
+
+
+def admit_source(alias: str, uri: str, settings: Settings) -> None:
+    """Refuse a source URI without a connector, malformed, or local outside the allowed roots.
+
+    Raises:
+        UnsupportedUri, MissingDependency, SourceUriInvalid, SourceOutsideAllowedRoots.
+    """
+    connector = default_registry().for_uri(uri)
+    connector.check(uri)
+    local = connector.local_path(uri)
+    if local is not None:
+        _check_under_roots(alias, local, settings.source_roots)
 
 
 def check_callback_url(url: str, allowed_hosts: list[str]) -> None:

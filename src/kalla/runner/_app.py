@@ -14,7 +14,7 @@ from ..errors import RequestTooLarge
 from ._errors import error_response, install_error_handlers
 from ._metrics import RunnerMetrics
 from ._service import JobRunner
-from .routes import jobs, probes
+from .routes import jobs, probes, sources
 
 __all__ = ["create_app"]
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app, settings.retry_after_s)
     app.include_router(jobs.router)
+    app.include_router(sources.router)
     app.include_router(probes.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..evidence import OutputPaths
-from ..job import JobRequest
+from ..job import FilterCondition, JobRequest
 
 __all__ = [
     "CallbackKind",
@@ -24,9 +24,12 @@ __all__ = [
     "JobState",
     "JobStatus",
     "MatchingProgress",
+    "PreviewColumn",
+    "PreviewRequest",
     "ProgressCallback",
     "ReadyStatus",
     "RunnerJobRequest",
+    "SourcePreview",
     "StagingProgress",
     "WritingProgress",
 ]
@@ -174,3 +177,42 @@ class ReadyStatus(BaseModel):
     )
     queued: int
     running: int
+
+
+#: Rows a preview returns unless asked, and the most it returns whatever it is asked.
+PREVIEW_DEFAULT_LIMIT = 200
+PREVIEW_MAX_LIMIT = 1000
+
+
+class PreviewRequest(BaseModel):
+    """``POST /api/sources/preview`` body: a source, optional filters, how many rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(min_length=1, max_length=4096, description="A source URI, as in a job.")
+    filters: list[FilterCondition] = Field(default_factory=list)
+    limit: int = Field(
+        PREVIEW_DEFAULT_LIMIT,
+        ge=1,
+        description=f"Rows wanted; capped at {PREVIEW_MAX_LIMIT}.",
+    )
+
+
+class PreviewColumn(BaseModel):
+    """One column of a previewed source, typed as a run reads it."""
+
+    name: str
+    data_type: str = Field(description="Arrow type, e.g. decimal128(18, 2), string, date32[day].")
+    nullable: bool
+
+
+class SourcePreview(BaseModel):
+    """Answer to a preview: the source's typed columns and its first rows (filters applied).
+
+    Values are JSON: decimals as strings (exact), dates and times in ISO 8601, binary as
+    base64.
+    """
+
+    columns: list[PreviewColumn]
+    rows: list[dict[str, Any]]
+    preview_rows: int = Field(description="Number of rows returned.")
