@@ -114,3 +114,12 @@ def test_schema_recipe_is_json_schema(tmp_path: Path) -> None:
     proc = kalla("schema", "recipe", cwd=tmp_path)
     schema = json.loads(proc.stdout)
     assert schema["title"] == "Recipe" and "match_sql" in schema["properties"]
+
+
+def test_no_reasons_flag(ws: Workspace) -> None:
+    ws.write("left.csv", LEFT)
+    ws.write("right.csv", RIGHT)
+    proc = kalla("run", str(ws.recipe(MATCH)), "--json", "--no-reasons", cwd=ws.root)
+    assert proc.returncode == 0, proc.stderr
+    path = json.loads(proc.stdout)["output_paths"]["unmatched_right"]
+    assert "_reason" not in pq.read_schema(path).names

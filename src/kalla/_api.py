@@ -27,6 +27,7 @@ def reconcile(
     progress: Any = None,
     engine: str = "local",
     ray_address: str | None = None,
+    explain_unmatched: bool | None = None,
 ) -> RunResult:
     """Run a recipe and return its counts and evidence paths.
 
@@ -34,7 +35,8 @@ def reconcile(
     ``sources`` maps aliases to URIs, supplying or overriding the recipe's.
     Evidence is published in ``output/runs/<run_id>/``; ``output`` may be ``s3://bucket/prefix``
     (the run is written locally, then uploaded, metadata last). ``engine="ray"`` runs on the Ray
-    cluster at ``ray_address`` (see ``docs/DISTRIBUTED.md``).
+    cluster at ``ray_address`` (see ``docs/DISTRIBUTED.md``). ``explain_unmatched`` overrides the
+    recipe's choice of reason columns on unmatched records.
 
     >>> result = reconcile("examples/recipe.yaml", output=tmp)  # doctest: +SKIP
     >>> result.matched_count  # doctest: +SKIP
@@ -47,6 +49,8 @@ def reconcile(
         recipe = Recipe.from_dict(recipe)
     rid = uuid.UUID(str(run_id)) if run_id is not None else uuid.uuid4()
     request = recipe.to_job_request(run_id=rid, source_uris=sources)
+    if explain_unmatched is not None:
+        request = request.model_copy(update={"explain_unmatched": explain_unmatched})
     progress_fn = progress if callable(progress) else None
     ray_options = None
     if engine == "ray":

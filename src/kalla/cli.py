@@ -84,6 +84,11 @@ def main() -> None:
     help="Print one JSON object (the completion payload) on stdout.",
 )
 @click.option(
+    "--no-reasons",
+    is_flag=True,
+    help="Leave out the _reason/_closest_candidate columns of unmatched records (faster).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default="local",
@@ -98,7 +103,7 @@ def main() -> None:
     help="The Ray cluster's head; default: this machine's Ray.",
 )
 def run(recipe: Path, sources: tuple[str, ...], output: str, run_id: uuid.UUID | None,
-        memory_limit: str | None, as_json: bool, engine: str,
+        memory_limit: str | None, as_json: bool, no_reasons: bool, engine: str,
         ray_address: str | None) -> None:  # fmt: skip
     """Run RECIPE and write its evidence."""
     from ._api import reconcile
@@ -138,6 +143,7 @@ def run(recipe: Path, sources: tuple[str, ...], output: str, run_id: uuid.UUID |
             progress=progress,
             engine=engine,
             ray_address=ray_address,
+            explain_unmatched=False if no_reasons else None,
         )
     except KallaError as err:
         if status is not None:

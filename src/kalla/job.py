@@ -114,6 +114,10 @@ class JobRequest(BaseModel):
         default="", description="Where evidence goes (relative to the evidence root)."
     )
     primary_keys: dict[str, list[str]] = Field(description="Source alias → primary key columns.")
+    explain_unmatched: bool = Field(
+        default=True,
+        description="Add _reason, _rules_attempted and _closest_candidate to unmatched records.",
+    )
     recipe_id: str | None = Field(
         default=None, description="The recipe this job came from, if any."
     )

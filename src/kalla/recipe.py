@@ -142,6 +142,9 @@ class Recipe(BaseModel):
         default=None, min_length=1, description="Ordered matching rules, instead of match_sql."
     )
     match_description: str = ""
+    explain_unmatched: bool = Field(
+        default=True, description="Say why each unmatched record is unmatched (reason columns)."
+    )
     sources: RecipeSources
 
     @model_validator(mode="after")
@@ -225,6 +228,7 @@ class Recipe(BaseModel):
             callback_url=callback_url,
             match_sql=self.match_sql,
             rules=self.rules,
+            explain_unmatched=self.explain_unmatched,
             sources=sources,
             output_path=output_path,
             primary_keys={

@@ -136,6 +136,28 @@ def test_edge_shapes_equal_local(ray_cluster: str, tmp_path: Path, case: str) ->
     assert distributed == local
 
 
+def test_without_reasons_both_engines_write_plain_unmatched_records(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    data = generate("one_to_one", 800, tmp_path / "data", seed=9)
+    request = _request(data.recipe).model_copy(update={"explain_unmatched": False})
+    keys = {s.value: request.keys(s) for s in kalla.Side}
+    local = run_job(request, tmp_path / "local")
+    ray_result = run_job(
+        request, tmp_path / "ray", engine="ray",
+        ray_options=RayOptions(address=ray_cluster, partitions=2, chunk_rows=300),
+    )  # fmt: skip
+    for result in (local, ray_result):
+        assert "_reason" not in pq.read_schema(result.output_paths.unmatched_left).names
+    cols = {s: keys[s] for s in keys}
+    assert sorted(
+        pq.read_table(local.output_paths.unmatched_left, columns=cols["left"]).to_pylist(), key=repr
+    ) == sorted(
+        pq.read_table(ray_result.output_paths.unmatched_left, columns=cols["left"]).to_pylist(),
+        key=repr,
+    )
+
+
 def test_composite_primary_keys_and_an_empty_side(ray_cluster: str, tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     ws.write("left.csv", _LEFT)

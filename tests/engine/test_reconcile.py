@@ -341,3 +341,28 @@ def test_mixed_case_aliases_resolve_like_sql_names(ws: Workspace) -> None:
         right_alias="Bank",
     )
     assert run(ws, recipe).matched_count == 2
+
+
+def test_a_value_that_does_not_fit_its_declared_type_is_named(ws: Workspace) -> None:
+    ws.write("left.csv", "id,ref,amount\n1,A,1.23\n2,B,1.234\n")
+    ws.write("right.csv", RIGHT)
+    recipe = ws.recipe(MATCH, left_opts={"schema": {"amount": "decimal(18,2)"}})
+    with pytest.raises(SchemaMismatch, match=r"'amount'.*'1\.234'.*fractional digits"):
+        run(ws, recipe)
+
+
+def test_reasons_can_be_left_out_for_speed(ws: Workspace) -> None:
+    ws.write("left.csv", LEFT)
+    ws.write("right.csv", RIGHT)
+    plain = run(ws, ws.recipe(MATCH), explain_unmatched=False)
+    assert pq.read_schema(plain.output_paths.unmatched_left).names == [
+        "id",
+        "ref",
+        "amount",
+        "currency",
+    ]
+    explained = run(ws, ws.recipe(MATCH))
+    assert (plain.unmatched_left_count, plain.unmatched_right_count) == (
+        explained.unmatched_left_count,
+        explained.unmatched_right_count,
+    )

@@ -132,10 +132,14 @@ class _RayRun(_Run):
         plan = plan_join(sql, aliases, schemas)
         spec = ReduceSpec(
             sql=sql, tables=aliases, match_sql=self.request.match_sql,
+            explain=self.request.explain_unmatched,
             primary_keys={s: self.request.keys(s) for s in Side}, schemas=schemas,
         )  # fmt: skip
         out_schema = self._matched_schema(engine, sql)
-        unmatched_schemas = {s: pa.schema([*schemas[s], *reason_fields(s, sides)]) for s in Side}
+        explain = self.request.explain_unmatched
+        unmatched_schemas = {
+            s: pa.schema([*schemas[s], *reason_fields(s, sides, explain)]) for s in Side
+        }
         self._side_tables = sides
         self._writers = {
             "matched": pq.ParquetWriter(self.writer.matched_path(), out_schema, compression="zstd"),
@@ -207,7 +211,10 @@ class _RayRun(_Run):
             results.append(reducer.remote(spec, len(left), *left, *right))
         for side in Side:  # records that can never match go straight to unmatched
             for refs in outputs[side]:
-                table = never_offered(ray.get(refs[0]), side, self._side_tables, ["match_sql"])
+                table = never_offered(
+                    ray.get(refs[0]), side, self._side_tables, ["match_sql"],
+                    self.request.explain_unmatched,
+                )  # fmt: skip
                 self._write(side.value, table)
                 self._unmatched_rows[side] += table.num_rows
         return results
@@ -291,7 +298,7 @@ class _RayRun(_Run):
             engine, side, records={s: _all(s) for s in Side}, matched=name,
             rules=[single_rule(self.request.match_sql or "")],
             outputs=[RuleOutput(self.writer.scratch)], sides=self._side_tables, suggested=None,
-            scratch=self.writer.scratch,
+            scratch=self.writer.scratch, explain=self.request.explain_unmatched,
         )  # fmt: skip
         engine.write_parquet(engine.dataframe(query), path)
         self._unmatched_rows[side] = pq.ParquetFile(path).metadata.num_rows

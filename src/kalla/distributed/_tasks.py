@@ -85,6 +85,7 @@ class ReduceSpec:
     primary_keys: dict[Side, list[str]]
     schemas: dict[Side, pa.Schema]
     broadcast: Side | None = None  # that side's matched keys come back instead of its unmatched
+    explain: bool = True  # add the reason columns to unmatched records
 
 
 @dataclass
@@ -156,6 +157,7 @@ def match_bucket(spec: ReduceSpec, parts: dict[Side, list[pa.Table]]) -> BucketR
             query = unmatched_query(
                 engine, side, records=records, matched=_MATCHED, rules=[rule],
                 outputs=[RuleOutput(Path(scratch))], sides=sides, suggested=None, scratch=Path(scratch),
+                explain=spec.explain,
             )  # fmt: skip
             unmatched[side] = _plain(engine.dataframe(query).to_arrow_table())
     return BucketResult(

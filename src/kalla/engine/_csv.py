@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import mmap
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,11 +79,20 @@ def _has_quotes(path: str) -> bool:
 
 
 def iter_text_batches(
-    paths: list[str], columns: list[str], *, streaming: bool
+    paths: list[str],
+    columns: list[str],
+    *,
+    streaming: bool,
+    declared: dict[str, pa.DataType] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Every row of every file as text columns, in file order."""
+    """Every row of every file, in file order: declared columns typed, the others as text.
+
+    Arrow's CSV parser refuses a declared decimal with too many fractional digits (it
+    would lose data), so declared columns need no second pass.
+    """
+    declared = declared or {}
     convert = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(columns, pa.string()),
+        column_types={c: declared.get(c, pa.string()) for c in columns},
         strings_can_be_null=True,
         null_values=[""],
         quoted_strings_can_be_null=True,
@@ -108,7 +118,35 @@ def iter_text_batches(
                 )
                 yield from table.to_batches()
         except pa.ArrowInvalid as exc:
+            m = re.search(r"In CSV column #(\d+): ", str(exc))
+            if m and int(m.group(1)) < len(columns) and columns[int(m.group(1))] in declared:
+                name = columns[int(m.group(1))]
+                raise _declared_mismatch(path, name, declared[name], exc) from None
             raise SourceReadFailed(f"file {path!r} is not valid CSV: {exc}") from None
+
+
+def _declared_mismatch(path: str, name: str, target: pa.DataType, exc: Exception) -> SchemaMismatch:
+    """Name the column and the first value that does not fit its declared type."""
+    convert = pacsv.ConvertOptions(column_types={name: pa.string()}, include_columns=[name])
+    try:
+        values = (
+            pacsv.read_csv(
+                path,
+                parse_options=pacsv.ParseOptions(newlines_in_values=_has_quotes(path)),
+                convert_options=convert,
+            )
+            .column(name)
+            .combine_chunks()
+        )
+        bad = _first_bad(values, target)
+    except pa.ArrowInvalid:
+        bad = None
+    return SchemaMismatch(
+        f"file {path!r}: column {name!r} has a value that is not {_type_name(target)}"
+        + (f": {bad!r}" if bad is not None else "")
+        + f" ({_reason(exc)})",
+        column=name,
+    )
 
 
 @dataclass
@@ -212,7 +250,7 @@ def to_typed(batch: pa.RecordBatch, columns: CsvColumns, source: str) -> pa.Reco
     for name in columns.names:
         target = columns.types[name]
         values = batch.column(name)
-        if target == pa.string():
+        if target == pa.string() or values.type == target:
             arrays.append(values)
             continue
         try:

@@ -143,7 +143,7 @@ def _register_csv_head(
         )
     batches: list[pa.RecordBatch] = []
     rows = 0
-    for batch in _csv.iter_text_batches(table.paths, header, streaming=True):
+    for batch in _csv.iter_text_batches(table.paths, header, streaming=True, declared=declared):
         batch = batch.slice(0, PREVIEW_SCAN_ROWS - rows)
         batches.append(batch)
         rows += batch.num_rows

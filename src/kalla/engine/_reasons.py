@@ -41,10 +41,6 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _fields(struct: str, keys: list[str]) -> str:
-    return ", ".join(f"get_field({struct}, {_lit(k)})" for k in keys)
-
-
 def _empty(path: Path, engine: Engine, side: Side, sides: dict[Side, SideTable]) -> pa.Schema:
     def key_type(s: Side) -> pa.DataType:
         return pa.struct([pa.field(k, sides[s].columns[k]) for k in sides[s].keys])
@@ -142,17 +138,46 @@ def reasons_table(
             f"SELECT key, prio + __kalla_nf - 1 AS prio, ri, rule, other_key, predicate, difference, reason FROM {near}"
         )
     union = " UNION ALL ".join(parts)
-    order = f"prio, ri, difference ASC NULLS LAST, {_fields('other_key', sides[other].keys)}"
     keys = ", ".join(
         f"get_field(key, {_lit(k)}) AS {quote(f'k{j}')}" for j, k in enumerate(sides[side].keys)
     )
+    kcols = ", ".join(quote(f"k{j}") for j in range(len(sides[side].keys)))
+    # Each record's first row in (prio, ri, difference, other key) order. Window functions
+    # and DISTINCT ON cost a per-record overhead (one tiny partition each); instead, one
+    # sortable text per row, its minimum per record (a plain hash aggregate), and a join
+    # back. The closest candidate stays flat (c_*) through the join with the unmatched
+    # records and becomes a struct only after it.
+    rank = " || ".join(
+        [
+            "lpad(CAST(prio AS VARCHAR), 6, '0')",
+            "lpad(CAST(ri AS VARCHAR), 6, '0')",
+            "coalesce(lpad(CAST(difference AS VARCHAR), 48, '0'), '~')",
+            *(
+                f"'|' || coalesce(CAST(get_field(other_key, {_lit(k)}) AS VARCHAR), '')"
+                for k in sides[other].keys
+            ),
+        ]
+    )
+    # Written once: the query below reads it twice, and planning it twice would compute
+    # the near-miss joins twice.
+    ranked_path = scratch / f"reasons_{side.value}.parquet"
+    engine.write_parquet(
+        engine.dataframe(f"SELECT {keys}, *, {rank} AS __kalla_rank FROM ({union})"), ranked_path
+    )
+    ranked = f"{tag}_ranked"
+    engine.register_source(
+        ranked, TableSource(paths=[str(ranked_path)], format="parquet", description="reasons")
+    )
+    on = " AND ".join(
+        f"u.{quote(f'k{j}')} = b.{quote(f'k{j}')}" for j in range(len(sides[side].keys))
+    )
+    ucols = ", ".join(f"u.{quote(f'k{j}')}" for j in range(len(sides[side].keys)))
     query = (
-        f"SELECT {keys}, reason AS _reason, named_struct('rule', rule, 'key', other_key, "
-        f"'predicate', predicate, 'difference', difference) AS {CLOSEST} FROM ("
-        # Partitioning by the key's fields, not the struct: struct comparisons are slow.
-        f"SELECT *, row_number() OVER (PARTITION BY {_fields('key', sides[side].keys)} "
-        f"ORDER BY {order}) AS __kalla_rn FROM ({union})"
-        f") WHERE __kalla_rn = 1"
+        f"SELECT {ucols}, "
+        f"u.reason AS _reason, u.rule AS c_rule, u.other_key AS c_key, "
+        f"u.predicate AS c_predicate, u.difference AS c_difference "
+        f"FROM {ranked} u JOIN (SELECT {kcols}, min(__kalla_rank) AS __kalla_best "
+        f"FROM {ranked} GROUP BY {kcols}) b ON {on} AND u.__kalla_rank = b.__kalla_best"
     )
     engine.replace_view(tag, query)
     return tag
@@ -180,12 +205,20 @@ def unmatched_query(
     sides: dict[Side, SideTable],
     suggested: Path | None,
     scratch: Path,
+    explain: bool = True,
 ) -> str:
     """SQL for ``side``'s unmatched records: every source column, then the reason columns.
 
     ``records`` names each side's table of records (filters applied, NULL keys included);
     ``matched`` the table of matched pairs. Re-points the aliases while it works.
+    ``explain=False`` leaves the reason columns out (the plain anti-join, faster).
     """
+    if not explain:
+        keys = sides[side].keys
+        return (
+            f"SELECT s.* FROM {quote(records[side])} s "
+            f"LEFT ANTI JOIN ({_matched_keys(side, keys, matched)}) m ON {_key_join(keys, 's', 'm')}"
+        )
 
     def point_views(this: Side) -> None:
         # Near misses: this side's unmatched records against all the other side's records.
@@ -212,15 +245,18 @@ def unmatched_query(
         f"SELECT s.*, CASE WHEN {null_check} THEN 'null_key' "
         f"ELSE coalesce(r._reason, 'no_candidate') END AS _reason, "
         f"CASE WHEN {null_check} THEN NULL ELSE {attempted} END AS _rules_attempted, "
-        f"r.{CLOSEST} "
+        f"CASE WHEN r.c_rule IS NULL THEN NULL ELSE named_struct('rule', r.c_rule, 'key', r.c_key, "
+        f"'predicate', r.c_predicate, 'difference', r.c_difference) END AS {CLOSEST} "
         f"FROM {quote(records[side])} s "
         f"LEFT ANTI JOIN ({_matched_keys(side, keys, matched)}) m ON {_key_join(keys, 's', 'm')} "
         f"LEFT JOIN {reasons} r ON {_key_join(keys, 's', 'r')}"
     )
 
 
-def reason_fields(side: Side, sides: dict[Side, SideTable]) -> list[pa.Field]:
-    """The columns kalla adds to a side's unmatched records."""
+def reason_fields(side: Side, sides: dict[Side, SideTable], explain: bool = True) -> list[pa.Field]:
+    """The columns kalla adds to a side's unmatched records (none with ``explain=False``)."""
+    if not explain:
+        return []
     other = side.other
     key = pa.struct([pa.field(k, sides[other].columns[k]) for k in sides[other].keys])
     closest = pa.struct([
@@ -234,9 +270,15 @@ def reason_fields(side: Side, sides: dict[Side, SideTable]) -> list[pa.Field]:
 
 
 def never_offered(
-    table: pa.Table, side: Side, sides: dict[Side, SideTable], rules: list[str]
+    table: pa.Table,
+    side: Side,
+    sides: dict[Side, SideTable],
+    rules: list[str],
+    explain: bool = True,
 ) -> pa.Table:
     """Reason columns for records no rule could see: a NULL primary key, or a NULL join key."""
+    if not explain:
+        return table
     import pyarrow.compute as pc
 
     null_key = pa.array([False] * table.num_rows, pa.bool_())

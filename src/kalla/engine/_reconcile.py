@@ -389,6 +389,7 @@ class _Run:
                     engine, side, records={s: _all(s) for s in Side}, matched=_MATCHED,
                     rules=rules, outputs=self.outputs, sides=sides,
                     suggested=suggested, scratch=self.writer.scratch,
+                    explain=self.request.explain_unmatched,
                 )  # fmt: skip
                 engine.write_parquet(engine.dataframe(query), path)
                 unmatched = parquet_rows(path)

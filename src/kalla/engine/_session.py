@@ -568,19 +568,25 @@ class Engine:
         header = _csv.read_header(source.paths[0])
         _check_declared(name, header, declared)
         if in_memory or staging_dir is None:
-            text = list(_csv.iter_text_batches(source.paths, header, streaming=False))
+            text = list(
+                _csv.iter_text_batches(source.paths, header, streaming=False, declared=declared)
+            )
             columns = _csv.infer_types(text, header, declared)
             typed = [_csv.to_typed(b, columns, name) for b in text]
             del text
             return self.register_arrow(name, typed, columns.schema)
         # Bounded memory: one streaming pass to infer, one to convert into Parquet staging.
         columns = _csv.infer_types(
-            _csv.iter_text_batches(source.paths, header, streaming=True), header, declared
+            _csv.iter_text_batches(source.paths, header, streaming=True, declared=declared),
+            header,
+            declared,
         )
         staging_dir.mkdir(parents=True, exist_ok=True)
         out = staging_dir / f"{name}.parquet"
         with pq.ParquetWriter(out, columns.schema, compression="lz4") as writer:
-            for batch in _csv.iter_text_batches(source.paths, header, streaming=True):
+            for batch in _csv.iter_text_batches(
+                source.paths, header, streaming=True, declared=declared
+            ):
                 writer.write_batch(_csv.to_typed(batch, columns, name), row_group_size=256 * 1024)
         self._ctx.register_parquet(name, str(out))
         self._schemas[name] = columns.schema

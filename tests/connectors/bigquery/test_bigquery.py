@@ -44,7 +44,12 @@ def types_uri(bq: BqEmulator) -> str:
 
 def test_uri_parsing() -> None:
     loc = parse_bq_uri("bigquery://my-project/ledger/invoices_2024?location=EU")
-    assert (loc.project, loc.dataset, loc.table, loc.location) == ("my-project", "ledger", "invoices_2024", "EU")
+    assert (loc.project, loc.dataset, loc.table, loc.location) == (
+        "my-project",
+        "ledger",
+        "invoices_2024",
+        "EU",
+    )
     for bad in ["bigquery://p/d", "bigquery://my-project/d/t?x=1", "bigquery://u:pw@my-project/d/t",
                 "bigquery://my-project/bad-dataset!/t"]:  # fmt: skip
         with pytest.raises(SourceUriInvalid) as err:
@@ -53,10 +58,14 @@ def test_uri_parsing() -> None:
 
 
 def test_emulator_on_loopback_is_anonymous() -> None:
-    assert BigQuerySettings(api_endpoint="http://127.0.0.1:9050", storage_endpoint="127.0.0.1:9060").anonymous
+    assert BigQuerySettings(
+        api_endpoint="http://127.0.0.1:9050", storage_endpoint="127.0.0.1:9060"
+    ).anonymous
     assert not BigQuerySettings(api_endpoint="https://bigquery.example.com").anonymous
     assert not BigQuerySettings().anonymous
-    env = BigQuerySettings.from_env({"KALLA_BIGQUERY_API_ENDPOINT": "http://localhost:1", "KALLA_BIGQUERY_TIMEOUT": "3"})
+    env = BigQuerySettings.from_env(
+        {"KALLA_BIGQUERY_API_ENDPOINT": "http://localhost:1", "KALLA_BIGQUERY_TIMEOUT": "3"}
+    )
     assert env.api_endpoint == "http://localhost:1" and env.timeout == 3
 
 
@@ -97,7 +106,9 @@ def test_row_restriction_literals_are_typed() -> None:
     assert r.sql == ("(`n` BETWEEN NUMERIC '1.005' AND NUMERIC '2') AND (`d` = DATE '2024-01-05') "
                      "AND (`s` LIKE 'a\\'\\\\%')")  # fmt: skip
     assert r.complete
-    assert not row_restriction([FilterCondition(column="b", op="eq", value="x")], cols, alias="a", table="t").complete
+    assert not row_restriction(
+        [FilterCondition(column="b", op="eq", value="x")], cols, alias="a", table="t"
+    ).complete
     for bad in [FilterCondition(column="i", op="eq", value="1.5"), FilterCondition(column="d", op="eq", value="May"),
                 FilterCondition(column="i", op="like", value="1%"), FilterCondition(column="zz", op="eq", value=1)]:  # fmt: skip
         with pytest.raises(FilterInvalid):
@@ -106,12 +117,21 @@ def test_row_restriction_literals_are_typed() -> None:
 
 def test_unreachable_endpoint_fails_fast(tmp_path: Path) -> None:
     src = JobSource(alias="src", uri="bigquery://kalla-test/d/t")
-    settings = {"api_endpoint": "http://127.0.0.1:1", "storage_endpoint": "127.0.0.1:1", "timeout": 1}
+    settings = {
+        "api_endpoint": "http://127.0.0.1:1",
+        "storage_endpoint": "127.0.0.1:1",
+        "timeout": 1,
+    }
     with pytest.raises(ConnectionFailed, match=r"kalla-test\.d\.t"):
-        BigQueryConnector().open(src, ConnectorContext(staging_dir=tmp_path, options={"bigquery_settings": settings}))
+        BigQueryConnector().open(
+            src, ConnectorContext(staging_dir=tmp_path, options={"bigquery_settings": settings})
+        )
 
 
-@pytest.mark.skipif(not os.environ.get("KALLA_TEST_BIGQUERY_PROJECT"), reason="KALLA_TEST_BIGQUERY_PROJECT is not set")
+@pytest.mark.skipif(
+    not os.environ.get("KALLA_TEST_BIGQUERY_PROJECT"),
+    reason="KALLA_TEST_BIGQUERY_PROJECT is not set",
+)
 def test_real_bigquery_public_table(tmp_path: Path) -> None:
     """Real-services tier: ADC credentials, billing in KALLA_TEST_BIGQUERY_PROJECT, a public table."""
     src = JobSource(alias="src", uri="bigquery://bigquery-public-data/samples/shakespeare",

@@ -94,14 +94,18 @@ def _request(inv_uri: str, pay_uri: str, filters: list[dict[str, Any]] | None = 
     return JobRequest(
         match_sql=MATCH,
         sources=[
-            JobSource(alias="inv", uri=inv_uri, filters=[FilterCondition(**f) for f in filters or []]),
+            JobSource(
+                alias="inv", uri=inv_uri, filters=[FilterCondition(**f) for f in filters or []]
+            ),
             JobSource(alias="pay", uri=pay_uri),
         ],
         primary_keys={"inv": ["invoice_id"], "pay": ["payment_id"]},
     )
 
 
-def _run(backend: Backend, tmp_path: Path, inv: pa.Table, pay: pa.Table, filters: Any = None) -> Any:
+def _run(
+    backend: Backend, tmp_path: Path, inv: pa.Table, pay: pa.Table, filters: Any = None
+) -> Any:
     inv_uri = backend.put(backend.unique("inv"), inv)
     pay_uri = backend.put(backend.unique("pay"), pay)
     result = run_job(_request(inv_uri, pay_uri, filters), tmp_path / "run")
@@ -141,7 +145,11 @@ def test_every_column_type_reaches_the_evidence(backend: Backend, tmp_path: Path
         row = got[want["invoice_id"]]
         for col, value in want.items():
             have = row[col]
-            if isinstance(value, dt.date) and not isinstance(value, dt.datetime) and isinstance(have, dt.datetime):
+            if (
+                isinstance(value, dt.date)
+                and not isinstance(value, dt.datetime)
+                and isinstance(have, dt.datetime)
+            ):
                 have = have.date()  # Elasticsearch has no date-only type: dates are timestamps
             if isinstance(value, float) and isinstance(have, Decimal):
                 have = float(have)  # CSV reads decimal text as an exact decimal
@@ -231,7 +239,10 @@ def test_unreachable_server_is_connection_failed(backend: Backend, tmp_path: Pat
     if backend.unreachable_uri is None:
         pytest.skip(f"{backend.name}: covered by its own tests (settings, not the URI, say where)")
     with pytest.raises(ConnectionFailed) as err:
-        run_job(_request(backend.unreachable_uri, backend.put(backend.unique("pay"), PAY)), tmp_path / "run")
+        run_job(
+            _request(backend.unreachable_uri, backend.put(backend.unique("pay"), PAY)),
+            tmp_path / "run",
+        )
     assert backend.secret is None or backend.secret not in str(err.value)
 
 

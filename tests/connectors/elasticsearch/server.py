@@ -48,10 +48,14 @@ class EsServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def uri(self, index: str, *, user: str | None = None, password: str | None = None, **params: str) -> str:
+    def uri(
+        self, index: str, *, user: str | None = None, password: str | None = None, **params: str
+    ) -> str:
         auth = f"{user}:{password}@" if user and password else (f"{user}@" if user else "")
         query = "&".join(f"{k}={v}" for k, v in params.items())
-        return f"elasticsearch://{auth}127.0.0.1:{self.port}/{index}" + (f"?{query}" if query else "")
+        return f"elasticsearch://{auth}127.0.0.1:{self.port}/{index}" + (
+            f"?{query}" if query else ""
+        )
 
     @classmethod
     def start(cls) -> EsServer:
@@ -66,7 +70,9 @@ class EsServer:
             )  # fmt: skip
             server = cls(root, port, proc)
             try:
-                wait_until(lambda s=server: s.proc.poll() is not None or _up(s.url), 30, "noida-db", log)
+                wait_until(
+                    lambda s=server: s.proc.poll() is not None or _up(s.url), 30, "noida-db", log
+                )
             except BaseException:
                 server.stop()
                 raise

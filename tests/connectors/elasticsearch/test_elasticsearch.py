@@ -40,7 +40,9 @@ def index(es: EsServer) -> str:
         "rate": i / 4, "booked": f"2024-0{1 + i % 3}-{1 + i % 28:02d}", "paid": i % 2 == 0,
         "big": 2**63 + i, "customer": {"name": f"c{i % 7}", "address": {"city": "Oslo"}}}}
         for i in range(N)]  # fmt: skip
-    docs.append({"_index": name, "_id": "sparse", "_source": {"ref": "R-sparse", "customer.name": "dotted"}})
+    docs.append(
+        {"_index": name, "_id": "sparse", "_source": {"ref": "R-sparse", "customer.name": "dotted"}}
+    )
     helpers.bulk(client, docs, refresh="wait_for")
     client.close()
     return name
@@ -52,8 +54,16 @@ def _open(es: EsServer, uri: str, tmp: Path, filters=(), **opts):  # type: ignor
 
 
 def test_uri_parsing() -> None:
-    loc = parse_es_uri("elasticsearch+https://u:p%40ss@es.internal:9243/ledger-*?query=" + quote('{"term":{"a":"b"}}'))
-    assert (loc.url, loc.index, loc.username, loc.password) == ("https://es.internal:9243", "ledger-*", "u", "p@ss")
+    loc = parse_es_uri(
+        "elasticsearch+https://u:p%40ss@es.internal:9243/ledger-*?query="
+        + quote('{"term":{"a":"b"}}')
+    )
+    assert (loc.url, loc.index, loc.username, loc.password) == (
+        "https://es.internal:9243",
+        "ledger-*",
+        "u",
+        "p@ss",
+    )
     assert loc.query == {"term": {"a": "b"}}
     assert "p@ss" not in repr(loc) and "p%40ss" not in loc.redacted
     for bad in ["elasticsearch://h:9200/", "elasticsearch://u:pw@h:9200/i?query=nope", "elasticsearch://h/i?size=5",
@@ -94,7 +104,9 @@ def test_exact_filters_are_pushed_down(es: EsServer, index: str, tmp_path: Path)
 
 
 def test_inexact_filters_are_left_to_the_engine(es: EsServer, index: str, tmp_path: Path) -> None:
-    table = _open(es, es.uri(index), tmp_path, [FilterCondition(column="amount", op="gt", value="10")])
+    table = _open(
+        es, es.uri(index), tmp_path, [FilterCondition(column="amount", op="gt", value="10")]
+    )
     assert not table.filters_applied  # scaled_float: the engine compares the exact decimals
 
 
@@ -104,7 +116,9 @@ def test_uri_query_selects_documents(es: EsServer, index: str, tmp_path: Path) -
     assert set(got.column("customer.name").to_pylist()) == {"c3"} and got.num_rows == N // 7
 
 
-def test_errors_name_the_index_never_the_key(es: EsServer, index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_name_the_index_never_the_key(
+    es: EsServer, index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KALLA_ELASTICSEARCH_API_KEY", SECRET)
     with pytest.raises(SourceNotFound) as err:
         _open(es, es.uri("absent"), tmp_path)
