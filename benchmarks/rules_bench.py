@@ -33,7 +33,11 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.run import _dataset, _measure  # noqa: E402
 
-KALLA = str(ROOT / ".venv" / "bin" / "kalla")
+KALLA = (
+    str(ROOT / ".venv-bench" / "bin" / "kalla")
+    if (ROOT / ".venv-bench").exists()
+    else str(ROOT / ".venv" / "bin" / "kalla")
+)
 
 WATERFALL = [
     {"name": "exact", "match_sql": "SELECT i.invoice_id, p.payment_id FROM left_src i JOIN right_src p "

@@ -311,6 +311,8 @@ def _command(engine: str, kalla: list[str], data: BenchData, output: Path) -> li
     """The command line that makes ``engine`` reconcile ``data`` into ``output``."""
     if engine == "kalla":
         return [*kalla, "run", str(data.recipe), "--output", str(output), "--json"]
+    if engine == "kalla-plain":  # the same work as the DuckDB script: no reason columns
+        return [*kalla, "run", str(data.recipe), "--output", str(output), "--json", "--no-reasons"]
     return [sys.executable, str(BASELINE), str(data.directory), str(output)]
 
 
@@ -328,37 +330,29 @@ def _fmt_rss(result: EngineResult | None) -> str:
 
 def _table(scenarios: list[Scenario]) -> str:
     header = [
-        "shape",
-        "rows",
-        "kalla s",
-        "duckdb s",
-        "kalla/duckdb",
-        "kalla RSS MB",
-        "duckdb RSS MB",
-        "answers",
-    ]
+        "shape", "rows", "kalla s", "kalla plain s", "duckdb s",
+        "kalla/duckdb", "plain/duckdb", "kalla RSS MB", "duckdb RSS MB", "answers",
+    ]  # fmt: skip
     lines = [header]
     for s in scenarios:
-        kalla, duck = s.results.get("kalla"), s.results.get("duckdb")
-        ratio = "-"
-        if kalla and duck and kalla.best is not None and duck.best:
-            ratio = f"{kalla.best / duck.best:.2f}x"
+        kalla, plain, duck = (s.results.get(e) for e in ("kalla", "kalla-plain", "duckdb"))
+
+        def ratio(r: EngineResult | None, duck: EngineResult | None = duck) -> str:
+            if r and duck and r.best is not None and duck.best:
+                return f"{r.best / duck.best:.2f}x"
+            return "-"
+
         lines.append(
             [
-                s.shape,
-                f"{s.rows:,}",
-                _fmt_seconds(kalla),
-                _fmt_seconds(duck),
-                ratio,
-                _fmt_rss(kalla),
-                _fmt_rss(duck),
+                s.shape, f"{s.rows:,}", _fmt_seconds(kalla), _fmt_seconds(plain),
+                _fmt_seconds(duck), ratio(kalla), ratio(plain), _fmt_rss(kalla), _fmt_rss(duck),
                 s.verdict(),
             ]
-        )
+        )  # fmt: skip
     widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
     return "\n".join(
         "  ".join(
-            cell.ljust(w) if c in (0, 7) else cell.rjust(w)
+            cell.ljust(w) if c in (0, len(header) - 1) else cell.rjust(w)
             for c, (cell, w) in enumerate(zip(row, widths, strict=True))
         )
         for row in lines
@@ -391,7 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--format", dest="fmt", choices=FORMATS, default="csv")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--engines", default="kalla,duckdb", help="comma-separated: kalla, duckdb")
+    parser.add_argument(
+        "--engines",
+        default="kalla,kalla-plain,duckdb",
+        help="comma-separated: kalla, kalla-plain (kalla --no-reasons), duckdb",
+    )
     parser.add_argument("--kalla", help="command that runs kalla (default: .venv/bin/kalla)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -402,8 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown shape(s) {unknown}; use {', '.join(SHAPES)} or all")
     engines = [e.strip() for e in args.engines.split(",")]
-    if set(engines) - {"kalla", "duckdb"}:
-        parser.error("--engines takes kalla and/or duckdb")
+    if set(engines) - {"kalla", "kalla-plain", "duckdb"}:
+        parser.error("--engines takes kalla, kalla-plain and/or duckdb")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     kalla = _kalla_command(args.kalla)
@@ -416,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results: dict[str, EngineResult] = {}
             for engine in engines:
                 print(f"  {shape} {n:,} rows: {engine} ...", file=sys.stderr, flush=True)
-                if engine == "kalla" and kalla is None:
+                if engine.startswith("kalla") and kalla is None:
                     result = EngineResult(engine, error="no kalla command found")
                 else:
                     command = partial(_command, engine, kalla or [], data)
