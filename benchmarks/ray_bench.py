@@ -39,6 +39,8 @@ if engine == "ray":
     connect()
     options = RayOptions(partitions=partitions)
 request = kalla.Recipe.load(recipe).to_job_request()
+if os.environ.get("KALLA_BENCH_PLAIN"):  # the same run without the reason columns
+    request = request.model_copy(update={"explain_unmatched": False})
 t = time.perf_counter()
 result = run_job(request, Path(out) / str(request.run_id), engine=engine, ray_options=options)
 elapsed = time.perf_counter() - t

@@ -42,29 +42,42 @@ class MapSpec:
 
 
 def _bucket_sql(spec: MapSpec) -> str:
+    """One bucket number per row, in row order: -1 for rows that can never match."""
     keys = [quote(f"{KEY_PREFIX}{n}") for n in range(spec.key_count)]
     # Equal keys must give equal text: the plan already cast both sides to a common type.
     text = ", chr(31), ".join(f"coalesce(CAST({k} AS VARCHAR), '')" for k in keys)
-    digest = f"md5(concat({text}, ''))"
-    # md5 is hex; four of its characters as an integer spread keys evenly over the buckets.
-    mix = " + ".join(f"ascii(substr({digest}, {i + 1}, 1)) * {128 ** (3 - i)}" for i in range(4))
+    # The digest is computed once per row (an inner projection); five of its hex digits,
+    # read as a number, spread keys evenly over the buckets.
+    mix = " + ".join(
+        f"(strpos('0123456789abcdef', substr(__kalla_digest, {i + 1}, 1)) - 1) * {16 ** (4 - i)}"
+        for i in range(5)
+    )
     dead = [f"t.{quote(k)} IS NULL" for k in spec.primary_key]
     if not spec.nulls_match:  # NULL = anything is never true: such rows cannot match
         dead += [f"t.{k} IS NULL" for k in keys]
+    flags = " OR ".join(dead)
     return (
-        f"SELECT t.*, CASE WHEN {' OR '.join(dead)} THEN -1 "
-        f"ELSE CAST(({mix}) % {spec.buckets} AS INT) END AS {_BUCKET} "
-        f"FROM ({spec.key_sql}) t ORDER BY {_BUCKET}"
+        f"SELECT CASE WHEN __kalla_dead THEN -1 ELSE CAST(({mix}) % {spec.buckets} AS INT) END "
+        f"AS {_BUCKET} FROM (SELECT md5(concat({text}, '')) AS __kalla_digest, "
+        f"({flags}) AS __kalla_dead FROM ({spec.key_sql}) t)"
     )
 
 
 def bucket_chunk(spec: MapSpec, chunk: pa.Table) -> list[pa.Table]:
-    """Split ``chunk`` into ``[never matchable, bucket 0, …, bucket N-1]``, original columns."""
+    """Split ``chunk`` into ``[never matchable, bucket 0, …, bucket N-1]``, original columns.
+
+    DataFusion computes only the bucket numbers (one partition, so in row order); the rows
+    are then grouped by a stable sort on those numbers, which moves each row once.
+    """
     with Engine(target_partitions=1) as engine:
         engine.register_arrow(spec.table, chunk, chunk.schema)
-        tagged = engine.dataframe(_bucket_sql(spec)).to_arrow_table()
-    bucket = tagged.column(_BUCKET)
-    rows = tagged.select(chunk.schema.names).cast(chunk.schema)
+        bucket = pa.chunked_array(
+            engine.dataframe(_bucket_sql(spec)).to_arrow_table().column(_BUCKET), pa.int32()
+        ).combine_chunks()
+    if len(bucket) != chunk.num_rows:  # pragma: no cover - a broken invariant, never silent
+        raise RuntimeError("bucketing lost rows")
+    order = pc.sort_indices(bucket)
+    rows = chunk.take(order)
     counts = {int(v["values"]): int(v["counts"]) for v in pc.value_counts(bucket).to_pylist()}
     out: list[pa.Table] = []
     offset = 0
