@@ -545,8 +545,14 @@ class Engine:
         declared: dict[str, pa.DataType] | None = None,
         staging_dir: Path | None = None,
         in_memory: bool = True,
+        parquet_in_memory: bool = False,
     ) -> pa.Schema:
-        """Register a connector's table under ``name``; CSV gets kalla's exact type inference."""
+        """Register a connector's table under ``name``; CSV gets kalla's exact type inference.
+
+        ``in_memory`` holds a local CSV source as Arrow (one parse) rather than staging it to
+        Parquet; ``parquet_in_memory`` reads local Parquet files once into memory, so the
+        run's several passes (duplicate check, match, anti-joins) do not decode them again.
+        """
         declared = declared or {}
         if source.object_store is not None:
             self._ctx.register_object_store(source.object_store.url, source.object_store.build())
@@ -555,6 +561,11 @@ class Engine:
                 if source.object_store is not None:
                     return self._register_remote_csv(name, source, declared)
                 return self._register_local_csv(name, source, declared, staging_dir, in_memory)
+            if parquet_in_memory and source.object_store is None:
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(source.paths if len(source.paths) > 1 else source.paths[0])
+                return self.register_arrow(name, table)
             return self._register_parquet(name, source)
 
     def _register_local_csv(
