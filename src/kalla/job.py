@@ -14,7 +14,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .rules import Rule, single_rule
+from .rules import Rule, check_matching, single_rule
 from .schema import ColumnSchema
 from .side import Side
 
@@ -124,13 +124,7 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_matching_model(self) -> Self:
-        if (self.match_sql is None) == (self.rules is None):
-            raise ValueError("give either match_sql or rules, not both and not neither")
-        if self.rules is not None:
-            names = [r.name for r in self.rules]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"rule names must be unique; repeated: {dupes}")
+        check_matching(self.match_sql, self.rules)
         return self
 
     def effective_rules(self) -> list[Rule]:

@@ -27,7 +27,7 @@ from pydantic import (
 from .connectors import uri_scheme
 from .errors import RecipeInvalid, SourceNotFound
 from .job import FilterCondition, JobRequest, JobSource, Side
-from .rules import Rule
+from .rules import Rule, check_matching
 from .schema import ColumnSchema
 
 __all__ = ["Recipe", "RecipeSource", "RecipeSources", "SourceType", "load_recipe"]
@@ -149,13 +149,7 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _one_matching_model(self) -> Self:
-        if (self.match_sql is None) == (self.rules is None):
-            raise ValueError("give either match_sql or rules")
-        if self.rules is not None:
-            names = [r.name for r in self.rules]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"rule names must be unique; repeated: {dupes}")
+        check_matching(self.match_sql, self.rules)
         return self
 
     @field_validator("match_sql")

@@ -36,6 +36,7 @@ __all__ = [
     "MatchRule",
     "Rule",
     "RuleMode",
+    "check_matching",
     "single_rule",
 ]
 
@@ -143,6 +144,17 @@ Rule = Annotated[
     Annotated[MatchRule, Tag("match")] | Annotated[AggregateRule, Tag("aggregate")],
     Discriminator(_kind),
 ]
+
+
+def check_matching(match_sql: str | None, rules: list[Any] | None) -> None:
+    """Exactly one of ``match_sql`` and ``rules``, and rule names unique (recipes and jobs)."""
+    if (match_sql is None) == (rules is None):
+        raise ValueError("give either match_sql or rules, not both and not neither")
+    if rules is not None:
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique; repeated: {dupes}")
 
 
 def single_rule(match_sql: str) -> MatchRule:

@@ -258,19 +258,23 @@ def _inject_keys(
     quals = _side_items(select, sides, ctes)
     _disambiguate(select, sides, quals)
     for side in Side:
-        args: list[exp.Expr] = []
-        for key in sides[side].keys:
-            args.append(exp.Literal.string(key))
-            args.append(
-                exp.column(
-                    exp.to_identifier(key, quoted=True),
-                    table=exp.to_identifier(quals[side], quoted=True),
-                )
-            )
-        struct = exp.Anonymous(this="named_struct", expressions=args)
+        struct = _key_struct(sides[side].keys, quals[side])
         select.select(
             exp.alias_(struct, exp.to_identifier(key_column(side), quoted=True)), copy=False
         )
+
+
+def _key_struct(keys: list[str], qualifier: str) -> exp.Expr:
+    """``named_struct('k1', q."k1", …)``: one side's primary key as one value of its own types."""
+    args: list[exp.Expr] = []
+    for key in keys:
+        args.append(exp.Literal.string(key))
+        args.append(
+            exp.column(
+                exp.to_identifier(key, quoted=True), table=exp.to_identifier(qualifier, quoted=True)
+            )
+        )
+    return exp.Anonymous(this="named_struct", expressions=args)
 
 
 def _disambiguate(select: exp.Select, sides: dict[Side, SideTable], quals: dict[Side, str]) -> None:
@@ -512,17 +516,8 @@ def plan_near_miss(sql: str, sides: dict[Side, SideTable]) -> NearMissPlan | Non
     texts = [p.sql(dialect=DIALECT, normalize_functions="lower") for p in predicates]
     projection: list[exp.Expr] = []
     for side in Side:
-        args: list[exp.Expr] = []
-        for key in sides[side].keys:
-            args.append(exp.Literal.string(key))
-            args.append(
-                exp.column(
-                    exp.to_identifier(key, quoted=True),
-                    table=exp.to_identifier(quals[side], quoted=True),
-                )
-            )
         projection.append(
-            exp.alias_(exp.Anonymous(this="named_struct", expressions=args), f"{side.value}_key")
+            exp.alias_(_key_struct(sides[side].keys, quals[side]), f"{side.value}_key")
         )
     for i, pred in enumerate(predicates):
         projection.append(exp.alias_(pred.copy(), f"__kalla_p{i}"))
