@@ -37,3 +37,18 @@ def s3_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3.env().items():
         monkeypatch.setenv(key, value)
     return s3
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop this worker's shared stand-in servers here, not only at interpreter exit.
+
+    pytest-xdist workers do not always run ``atexit`` handlers, which left emulators behind.
+    """
+    import sys
+
+    for name in ("tests.connectors.bigquery.emulator", "tests.connectors.elasticsearch.server"):
+        module = sys.modules.get(name)
+        server = getattr(module, "_SHARED", None) if module else None
+        if server is not None:
+            server.stop()
+            module._SHARED = None  # type: ignore[union-attr]

@@ -6,6 +6,8 @@
 * **Parallel streams.** One read session, up to ``max_streams`` streams (BigQuery decides
   how many); each stream is read by its own thread into its own Parquet file, batch by
   batch, so memory is a few Arrow batches per stream whatever the table size.
+* **Previews read little.** :meth:`BqTableRead.preview` opens the same session with one
+  stream and cancels it once ``limit`` rows arrived; rows past the limit are never converted.
 * **One place for errors.** Google API, gRPC, auth and transport exceptions become kalla
   errors in :func:`_google_errors`; messages name the alias and the table, never a token.
 """
@@ -36,6 +38,7 @@ from ..errors import (
 )
 from ..job import FilterCondition
 from ._bq_types import BqColumn, arrow_for, row_restriction
+from ._preview_rows import PreviewRows
 from .bigquery import BigQuerySettings, BqLocation
 
 __all__ = ["BqTableRead"]
@@ -111,6 +114,16 @@ def _google_errors(site: _Site, doing: str, *, filtering: bool = False) -> Itera
         raise SourceReadFailed(msg, **details) from exc
 
 
+@dataclass(frozen=True)
+class _Session:
+    """An open read session: its stream names and the schemas its batches arrive in / leave in."""
+
+    streams: list[str]
+    source: pa.Schema | None
+    target: pa.Schema
+    complete: bool
+
+
 class BqTableRead:
     """One table read: metadata, one read session, parallel streams into Parquet."""
 
@@ -182,56 +195,71 @@ class BqTableRead:
 
     # --- the read -------------------------------------------------------------------------
 
+    def _session(
+        self, rest: Any, read: Any, filters: list[FilterCondition], max_streams: int
+    ) -> _Session:
+        """The table's schema, then one read session with the filters as its row restriction."""
+        _bigquery, _storage, types = _sdk()
+        with _google_errors(self.site, "reading the table's schema"):
+            table = rest.get_table(
+                self.loc.table_id, retry=self._retry(), timeout=self.settings.timeout
+            )
+        columns = {f.name: BqColumn.of(f.name, f.field_type, f.mode) for f in table.schema}
+        self._check_declared(columns)
+        selected = self._selected(columns)
+        restriction = row_restriction(filters, columns, alias=self.alias, table=self.loc.table_id)
+        options = types.ReadSession.TableReadOptions(
+            selected_fields=selected or [], row_restriction=restriction.sql
+        )
+        session_spec = types.ReadSession(
+            table=self.loc.storage_path,
+            data_format=types.DataFormat.ARROW,
+            read_options=options,
+        )
+        billing = self.settings.billing_project or self.loc.project
+        from google.api_core.retry import Retry
+
+        with _google_errors(self.site, "opening a read session", filtering=bool(restriction.sql)):
+            session = read.create_read_session(
+                parent=f"projects/{billing}",
+                read_session=session_spec,
+                max_stream_count=max_streams,
+                retry=Retry(timeout=self.settings.timeout),
+                timeout=self.settings.timeout,
+            )
+        wanted = selected or list(columns)
+        source_schema = (
+            pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+            if session.arrow_schema.serialized_schema
+            else None
+        )
+        return _Session(
+            streams=[s.name for s in session.streams],
+            source=source_schema,
+            target=self._target_schema(columns, wanted, source_schema),
+            complete=restriction.complete,
+        )
+
+    def _close(self, rest: Any, read: Any) -> None:
+        rest.close()
+        transport = getattr(read, "_transport", None)
+        if transport is not None:
+            transport.close()
+
     def run(self, filters: list[FilterCondition], staging_dir: Path) -> tuple[list[str], bool]:
         """Stage the table; returns the Parquet paths and whether every filter was pushed down."""
-        _bigquery, _storage, types = _sdk()
         rest, read = self._clients()
         try:
-            with _google_errors(self.site, "reading the table's schema"):
-                table = rest.get_table(
-                    self.loc.table_id, retry=self._retry(), timeout=self.settings.timeout
-                )
-            columns = {f.name: BqColumn.of(f.name, f.field_type, f.mode) for f in table.schema}
-            self._check_declared(columns)
-            selected = self._selected(columns)
-            restriction = row_restriction(
-                filters, columns, alias=self.alias, table=self.loc.table_id
-            )
-            options = types.ReadSession.TableReadOptions(
-                selected_fields=selected or [], row_restriction=restriction.sql
-            )
-            session_spec = types.ReadSession(
-                table=self.loc.storage_path,
-                data_format=types.DataFormat.ARROW,
-                read_options=options,
-            )
-            billing = self.settings.billing_project or self.loc.project
-            from google.api_core.retry import Retry
-
-            with _google_errors(
-                self.site, "opening a read session", filtering=bool(restriction.sql)
-            ):
-                session = read.create_read_session(
-                    parent=f"projects/{billing}",
-                    read_session=session_spec,
-                    max_stream_count=self.max_streams,
-                    retry=Retry(timeout=self.settings.timeout),
-                    timeout=self.settings.timeout,
-                )
-            wanted = selected or list(columns)
-            source_schema = (
-                pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-                if session.arrow_schema.serialized_schema
-                else None
-            )
-            target = self._target_schema(columns, wanted, source_schema)
+            session = self._session(rest, read, filters, self.max_streams)
+            target = session.target
             staging_dir.mkdir(parents=True, exist_ok=True)
-            names = [s.name for s in session.streams]
+            names = session.streams
             if not names:
                 path = staging_dir / f"{self.alias}-bq-0.parquet"
                 pq.write_table(target.empty_table(), path, compression=PARQUET_COMPRESSION)
-                return [str(path)], restriction.complete
+                return [str(path)], session.complete
             paths = [staging_dir / f"{self.alias}-bq-{i}.parquet" for i in range(len(names))]
+            source_schema = session.source
             assert source_schema is not None
             with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="kalla-bq") as pool:
                 futures = [
@@ -243,12 +271,45 @@ class BqTableRead:
                         fut.result()
                 finally:
                     self._stop.set()
-            return [str(p) for p in paths], restriction.complete
+            return [str(p) for p in paths], session.complete
         finally:
-            rest.close()
-            transport = getattr(read, "_transport", None)
-            if transport is not None:
-                transport.close()
+            self._close(rest, read)
+
+    def preview(self, filters: list[FilterCondition], limit: int) -> pa.Table:
+        """The first ``limit`` rows passing ``filters``; see :meth:`BigQueryConnector.preview`."""
+        rest, read = self._clients()
+        try:
+            session = self._session(rest, read, filters, 1)
+            with PreviewRows(
+                session.target, filters, alias=self.alias, limit=limit, pushed_down=session.complete
+            ) as rows:
+                for name in session.streams:
+                    assert session.source is not None
+                    if self._preview_stream(read, name, session.source, session.target, rows):
+                        break
+                return rows.table()
+        finally:
+            self._close(rest, read)
+
+    def _preview_stream(
+        self, read: Any, name: str, source: pa.Schema, target: pa.Schema, rows: PreviewRows
+    ) -> bool:
+        """Read one stream until ``rows`` is done, then cancel it; returns ``rows.done``."""
+        stream = read.read_rows(name)
+        try:
+            with _google_errors(self.site, "reading a stream"):
+                for response in stream:
+                    payload = response.arrow_record_batch.serialized_record_batch
+                    if not payload:
+                        continue
+                    batch = pa.ipc.read_record_batch(pa.py_buffer(payload), source)
+                    if not rows.filtering:
+                        batch = batch.slice(0, rows.wanted)  # never convert rows not shown
+                    if rows.add(self._convert(batch, target)):
+                        return True
+            return rows.done
+        finally:
+            stream.cancel()  # stops the server sending the rest; a no-op once it ended
 
     def _check_declared(self, columns: dict[str, BqColumn]) -> None:
         missing = [c for c in self.declared if c not in columns]

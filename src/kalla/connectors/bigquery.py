@@ -3,7 +3,8 @@
 The table is read through the BigQuery Storage Read API in Arrow format, several streams
 in parallel, each streamed into its own Parquet staging file in the run's temporary folder
 (bounded memory). The job's filters become the read session's row restriction, with typed
-literals (see :mod:`._bq_types`), so the engine receives ``filters_applied=True``.
+literals (see :mod:`._bq_types`), so the engine receives ``filters_applied=True``. A preview reads one stream of such a
+session and cancels it once it has its rows (:meth:`BigQueryConnector.preview`).
 
 Credentials are Google's Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS``
 or the metadata server); endpoints can be overridden for emulators and private endpoints
@@ -22,7 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +32,11 @@ from ..errors import SourceUriInvalid
 from ..job import JobSource
 from ..schema import schema_types
 from ._base import Connector, ConnectorContext, TableSource
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ._bq_read import BqTableRead
 
 __all__ = ["BigQueryConnector", "BigQuerySettings", "BqLocation", "parse_bq_uri"]
 
@@ -153,24 +159,41 @@ class BigQueryConnector(Connector):
         parse_bq_uri(uri)
 
     def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
-        from ._bq_read import BqTableRead  # imports the Google SDK
-
-        loc = parse_bq_uri(source.uri)
-        settings = settings_from(ctx.options)
-        streams = ctx.options.get("bigquery_streams")
-        columns = ctx.options.get("columns")
-        read = BqTableRead(
-            loc=loc,
-            settings=settings,
-            alias=source.alias,
-            declared=schema_types(source.schema_),
-            max_streams=int(streams) if streams else 2 * (os.cpu_count() or 1),
-            columns=list(columns) if columns else None,
-        )
+        read = self._read(source, ctx)
         paths, complete = read.run(source.filters, ctx.staging_dir)
+        loc = read.loc
         return TableSource(
             paths=paths,
             format="parquet",
             description=f"bigquery://{loc.project}/{loc.dataset}/{loc.table}",
             filters_applied=complete,
+        )
+
+    def preview(self, source: JobSource, limit: int, ctx: ConnectorContext) -> pa.Table:
+        """The first ``limit`` rows passing the filters, typed exactly as :meth:`open` stages them.
+
+        A Storage Read session like a run's (the filters are its row restriction, declared
+        types are cast the same way), but with one stream, read only until ``limit`` rows
+        arrived and then cancelled: BigQuery sends nothing more and nothing is staged.
+        One stream, because every stream granted starts its own server-side scan and a
+        preview wants the first rows, not throughput. The Storage Read API (rather than a
+        ``jobs.query … LIMIT n``) keeps the types identical to a run's and bills no query.
+        Filters BigQuery cannot apply (JSON, GEOGRAPHY columns) are applied to each batch
+        as the run's engine applies them, reading on until ``limit`` rows pass (at most
+        ``PREVIEW_SCAN_ROWS`` rows).
+        """
+        return self._read(source, ctx).preview(source.filters, limit)
+
+    def _read(self, source: JobSource, ctx: ConnectorContext) -> BqTableRead:
+        from ._bq_read import BqTableRead  # imports the Google SDK
+
+        streams = ctx.options.get("bigquery_streams")
+        columns = ctx.options.get("columns")
+        return BqTableRead(
+            loc=parse_bq_uri(source.uri),
+            settings=settings_from(ctx.options),
+            alias=source.alias,
+            declared=schema_types(source.schema_),
+            max_streams=int(streams) if streams else 2 * (os.cpu_count() or 1),
+            columns=list(columns) if columns else None,
         )

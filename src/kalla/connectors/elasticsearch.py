@@ -8,6 +8,10 @@ into its own Parquet staging file in the run's temporary folder. Columns come fr
 index mapping (see :mod:`._es_mapping`); ``_id`` is a column. The job's filters are pushed
 into the query where Elasticsearch compares exactly as the engine would.
 
+A preview (:meth:`ElasticsearchConnector.preview`) is one search of ``size=limit`` with the
+same query; when some filters cannot be pushed down it pages until ``limit`` documents pass
+them (at most ``PREVIEW_SCAN_ROWS`` documents), never reading the whole index.
+
 Credentials: a password in the URI (basic auth), or an API key from
 ``KALLA_ELASTICSEARCH_API_KEY``. Neither appears in any message, description or metadata.
 ``KALLA_ELASTICSEARCH_CA_CERTS`` names a CA bundle for ``elasticsearch+https``.
@@ -47,13 +51,16 @@ from ..errors import (
 from ..job import JobSource
 from ..schema import schema_types
 from ._base import Connector, ConnectorContext, TableSource
-from ._es_mapping import EsColumn, build_query, columns_from_mapping, hits_to_batch
+from ._es_mapping import EsColumn, EsQuery, build_query, columns_from_mapping, hits_to_batch
+from ._preview_rows import PreviewRows
 from ._redact import redact_uri, scrub
 
 __all__ = ["ElasticsearchConnector", "EsLocation", "parse_es_uri"]
 
 PARQUET_COMPRESSION = "lz4"
 KEEP_ALIVE = "5m"
+#: Most documents one preview request asks for (Elasticsearch's default result window).
+_MAX_PAGE = 10_000
 
 
 @dataclass(frozen=True)
@@ -201,19 +208,7 @@ class ElasticsearchConnector(Connector):
 
     def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
         loc = parse_es_uri(source.uri)
-        opts = ctx.options
-        timeout = float(
-            opts.get("elasticsearch_timeout") or os.environ.get("KALLA_ELASTICSEARCH_TIMEOUT") or 30
-        )
-        site = _Site(source.alias, loc.index, loc.host, tuple(loc.secrets()))
-        read = _IndexRead(
-            client=_client(loc, timeout),
-            site=site,
-            loc=loc,
-            declared=schema_types(source.schema_),
-            slices=max(1, int(opts.get("elasticsearch_slices") or 2)),
-            page_size=max(1, int(opts.get("elasticsearch_page_size") or 1000)),
-        )
+        read = self._read(source, loc, ctx)
         try:
             paths, complete = read.run(source, ctx.staging_dir)
         finally:
@@ -223,6 +218,40 @@ class ElasticsearchConnector(Connector):
             format="parquet",
             description=f"{loc.redacted} (index {loc.index})",
             filters_applied=complete,
+        )
+
+    def preview(self, source: JobSource, limit: int, ctx: ConnectorContext) -> pa.Table:
+        """The first ``limit`` matching documents, typed as :meth:`open` stages them.
+
+        When every filter is pushed into the query (the usual case), this is one search of
+        ``size=limit`` sorted on ``_doc``: no point in time, no slices, nothing else read.
+        When some filters cannot be pushed (text, scaled_float, float fields, ``_id``
+        ranges), a bounded over-fetch could come back short while more matches exist, so
+        the preview scans instead — the pushed-down query, paged with ``search_after``
+        under a point in time — applies every filter to each page exactly as a run's
+        engine would, and stops as soon as ``limit`` rows passed, or after
+        ``PREVIEW_SCAN_ROWS`` documents (as a local CSV preview): never a full read.
+        """
+        loc = parse_es_uri(source.uri)
+        read = self._read(source, loc, ctx)
+        try:
+            return read.preview(source, limit)
+        finally:
+            read.client.close()
+
+    def _read(self, source: JobSource, loc: EsLocation, ctx: ConnectorContext) -> _IndexRead:
+        opts = ctx.options
+        timeout = float(
+            opts.get("elasticsearch_timeout") or os.environ.get("KALLA_ELASTICSEARCH_TIMEOUT") or 30
+        )
+        site = _Site(source.alias, loc.index, loc.host, tuple(loc.secrets()))
+        return _IndexRead(
+            client=_client(loc, timeout),
+            site=site,
+            loc=loc,
+            declared=schema_types(source.schema_),
+            slices=max(1, int(opts.get("elasticsearch_slices") or 2)),
+            page_size=max(1, int(opts.get("elasticsearch_page_size") or 1000)),
         )
 
 
@@ -236,7 +265,8 @@ class _IndexRead:
     page_size: int
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def run(self, source: JobSource, staging_dir: Path) -> tuple[list[str], bool]:
+    def _plan(self, source: JobSource) -> tuple[list[EsColumn], pa.Schema, EsQuery]:
+        """Columns and schema from the mapping, and the query with the filters pushed down."""
         with _es_errors(self.site, "reading the mapping"):
             mapping = self.client.indices.get_mapping(index=self.loc.index).body
         columns = columns_from_mapping(mapping)
@@ -258,6 +288,10 @@ class _IndexRead:
         query = build_query(
             source.filters, columns, self.loc.query, alias=self.site.alias, index=self.loc.index
         )
+        return cols, schema, query
+
+    def run(self, source: JobSource, staging_dir: Path) -> tuple[list[str], bool]:
+        cols, schema, query = self._plan(source)
         staging_dir.mkdir(parents=True, exist_ok=True)
         with _es_errors(self.site, "opening a point in time"):
             pit = self.client.open_point_in_time(index=self.loc.index, keep_alive=KEEP_ALIVE)["id"]
@@ -315,3 +349,56 @@ class _IndexRead:
                 after = hits[-1]["sort"]
                 if len(hits) < self.page_size:
                     return
+
+    def preview(self, source: JobSource, limit: int) -> pa.Table:
+        """See :meth:`ElasticsearchConnector.preview`."""
+        cols, schema, query = self._plan(source)
+        where = self.site.prefix()
+        hit_fields = ["pit_id", "hits.hits._id", "hits.hits._source", "hits.hits.sort"]
+        with PreviewRows(
+            schema, source.filters, alias=self.site.alias, limit=limit, pushed_down=query.complete
+        ) as rows:
+            if not rows.filtering:
+                with _es_errors(self.site, "searching", querying=True):
+                    page = self.client.search(
+                        index=self.loc.index,
+                        query=query.query,
+                        size=limit,
+                        sort=["_doc"],
+                        track_total_hits=False,
+                        filter_path=hit_fields[1:3],
+                    ).body
+                hits = page.get("hits", {}).get("hits", [])
+                rows.add(hits_to_batch(hits, cols, schema, where=where))
+                return rows.table()
+            size = min(max(limit, self.page_size), _MAX_PAGE)
+            with _es_errors(self.site, "opening a point in time"):
+                opened = self.client.open_point_in_time(index=self.loc.index, keep_alive=KEEP_ALIVE)
+            pit = opened["id"]
+            try:
+                after = None
+                while True:
+                    request: dict[str, Any] = {
+                        "query": query.query,
+                        "size": size,
+                        "sort": ["_shard_doc"],
+                        "track_total_hits": False,
+                        "pit": {"id": pit, "keep_alive": KEEP_ALIVE},
+                    }
+                    if after is not None:
+                        request["search_after"] = after
+                    with _es_errors(self.site, "searching", querying=True):
+                        page = self.client.search(**request, filter_path=hit_fields).body
+                    hits = page.get("hits", {}).get("hits", [])
+                    pit = page.get("pit_id", pit)
+                    if not hits:
+                        break
+                    if rows.add(hits_to_batch(hits, cols, schema, where=where)):
+                        break
+                    if len(hits) < size:
+                        break
+                    after = hits[-1]["sort"]
+            finally:
+                with suppress(Exception):
+                    self.client.close_point_in_time(id=pit)
+            return rows.table()

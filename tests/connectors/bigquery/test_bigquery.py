@@ -11,12 +11,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from kalla import preview_source
 from kalla.connectors import ConnectorContext
 from kalla.connectors._bq_types import BqColumn, row_restriction
 from kalla.connectors.bigquery import BigQueryConnector, BigQuerySettings, parse_bq_uri
-from kalla.errors import ConnectionFailed, FilterInvalid, SchemaMismatch, SourceUriInvalid
+from kalla.errors import (
+    ConnectionFailed,
+    FilterInvalid,
+    SchemaMismatch,
+    SourceNotFound,
+    SourceReadFailed,
+    SourceUriInvalid,
+)
 from kalla.job import FilterCondition, JobSource
-from tests.connectors.bigquery.emulator import BqEmulator, load
+from tests.connectors.bigquery.emulator import PROJECT, BqEmulator, load
 
 TYPES = pa.table({
     "id": pa.array([1, 2, 3], pa.int64()),
@@ -140,3 +148,92 @@ def test_real_bigquery_public_table(tmp_path: Path) -> None:
     table = BigQueryConnector().open(src, ConnectorContext(staging_dir=tmp_path, options=opts))
     got = pq.read_table(table.paths)
     assert got.num_rows > 0 and set(got.column("corpus").to_pylist()) == {"hamlet"}
+
+
+# --- preview: one stream, cancelled once the rows arrived -----------------------------------
+
+BIG = 200_000  # the emulator sends 65,536 rows per message: four messages
+
+
+@pytest.fixture(scope="module")
+def big_uri(bq: BqEmulator) -> str:
+    """``BIG`` rows whose ``amount`` fits a declared ``decimal(5,2)`` except the last one's,
+    in the last message: a read that converts every message fails. ``doc`` is JSON, which
+    the row restriction cannot compare (kalla filters it)."""
+    from google.cloud import bigquery
+
+    dataset = f"t_{uuid.uuid4().hex[:8]}"
+    client = bq.client()
+    try:
+        client.create_dataset(dataset)
+        client.create_table(bigquery.Table(f"{PROJECT}.{dataset}.big", schema=[
+            bigquery.SchemaField("id", "INT64"), bigquery.SchemaField("amount", "NUMERIC"),
+            bigquery.SchemaField("doc", "JSON")]))  # fmt: skip
+        client.query(
+            f"INSERT INTO {dataset}.big (id, amount, doc) SELECT x, CASE WHEN x = {BIG} "
+            "THEN NUMERIC '100000' ELSE CAST(MOD(x, 1000) AS NUMERIC) / 100 END, "
+            "PARSE_JSON(CASE WHEN MOD(x, 2) = 0 THEN '\"even\"' ELSE '\"odd\"' END) "
+            f"FROM UNNEST(GENERATE_ARRAY(1, {BIG})) AS x"
+        ).result()
+    finally:
+        client.close()
+    return f"bigquery://{PROJECT}/{dataset}/big"
+
+
+DECLARED = {"amount": "decimal(5,2)"}
+
+
+def _preview(bq: BqEmulator, uri: str, tmp: Path, limit: int, filters=(), schema=None):  # type: ignore[no-untyped-def]
+    src = JobSource(alias="src", uri=uri, filters=list(filters), schema=schema)
+    ctx = ConnectorContext(staging_dir=tmp, options={"bigquery_settings": bq.settings()})
+    return BigQueryConnector().preview(src, limit, ctx)
+
+
+def test_preview_stops_after_limit_rows(bq: BqEmulator, big_uri: str, tmp_path: Path) -> None:
+    with pytest.raises(SourceReadFailed, match="amount"):
+        _open(bq, big_uri, tmp_path / "run", schema=DECLARED)  # the whole table does not fit
+    staging = tmp_path / "preview"
+    staging.mkdir()
+    f = [FilterCondition(column="id", op="gt", value=50)]  # pushed: the row restriction
+    got = _preview(bq, big_uri, staging, 5, f, schema=DECLARED)
+    assert got.schema == pa.schema(
+        [("id", pa.int64()), ("amount", pa.decimal128(5, 2)), ("doc", pa.string())]
+    )
+    assert got.num_rows == 5
+    ids = got.column("id").to_pylist()
+    assert all(i > 50 for i in ids)  # rows that do not match never appear
+    assert got.column("amount").to_pylist() == [Decimal(i % 1000).scaleb(-2) for i in ids]
+    assert list(staging.iterdir()) == []  # nothing staged
+
+
+def test_preview_applies_filters_bigquery_cannot(
+    bq: BqEmulator, big_uri: str, tmp_path: Path
+) -> None:
+    f = [FilterCondition(column="doc", op="eq", value='"odd"'),  # JSON: applied by kalla
+         FilterCondition(column="id", op="gt", value=10)]  # fmt: skip
+    # Filtering here converts each message whole, so reading past the first message would
+    # reach the row that does not fit: the stream was cancelled once 5 rows passed.
+    got = _preview(bq, big_uri, tmp_path, 5, f, schema=DECLARED)
+    assert sorted(got.column("id").to_pylist()) == [11, 13, 15, 17, 19]
+    assert set(got.column("doc").to_pylist()) == {'"odd"'}
+
+
+def test_preview_source_on_bigquery(bq_env: BqEmulator, types_uri: str) -> None:
+    got = preview_source(
+        types_uri, filters=[{"column": "name", "op": "in", "value": ["a", "it's"]}], limit=1
+    )
+    assert got.schema == TYPES.schema
+    assert got.num_rows == 1 and got.to_pylist()[0] in [TYPES.to_pylist()[0], TYPES.to_pylist()[2]]
+    with pytest.raises(SourceNotFound, match="absent"):
+        preview_source(types_uri.rsplit("/", 1)[0] + "/absent", limit=3)
+    with pytest.raises(FilterInvalid):
+        preview_source(types_uri, filters=[{"column": "id", "op": "eq", "value": "1.5"}])
+
+
+def test_preview_unreachable_endpoint_fails_fast(tmp_path: Path) -> None:
+    src = JobSource(alias="src", uri="bigquery://kalla-test/d/t")
+    settings = {"api_endpoint": "http://127.0.0.1:1", "storage_endpoint": "127.0.0.1:1",
+                "timeout": 1}  # fmt: skip
+    ctx = ConnectorContext(staging_dir=tmp_path, options={"bigquery_settings": settings})
+    with pytest.raises(ConnectionFailed, match=r"kalla-test\.d\.t"):
+        BigQueryConnector().preview(src, 5, ctx)

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from kalla import preview_source
 from kalla.connectors import ConnectorContext
 from kalla.connectors.elasticsearch import ElasticsearchConnector, parse_es_uri
-from kalla.errors import FilterInvalid, SourceNotFound, SourceUriInvalid
+from kalla.errors import FilterInvalid, SourceNotFound, SourceReadFailed, SourceUriInvalid
 from kalla.job import FilterCondition, JobSource
 from tests.connectors.elasticsearch.server import EsServer
 
@@ -137,3 +138,95 @@ def test_real_elasticsearch(tmp_path: Path) -> None:
     table = _open(None, os.environ["KALLA_TEST_ES_URL"], tmp_path)  # type: ignore[arg-type]
     got = pq.read_table(table.paths)
     assert got.num_rows > 0 and got.schema.names[0] == "_id"
+
+
+# --- preview: one bounded search, never the whole index ------------------------------------
+
+TRAP_DOCS = 40
+
+
+@pytest.fixture(scope="module")
+def trap(es: EsServer) -> str:
+    """``TRAP_DOCS`` good documents, then one whose ``qty`` holds two values: converting it
+    fails (an integer column holds one value), and every fetched hit is converted, so a
+    preview that succeeds never fetched it (its request size was bounded)."""
+    from elasticsearch import helpers
+
+    name = f"trap-{uuid.uuid4().hex[:8]}"
+    client = es.client()
+    client.indices.create(index=name, mappings={"properties": {
+        "ref": {"type": "keyword"}, "note": {"type": "text"}, "qty": {"type": "integer"},
+        "amount": {"type": "scaled_float", "scaling_factor": 100}}})  # fmt: skip
+    docs = [{"_index": name, "_id": f"d{i}", "_source": {
+        "ref": f"R{i}", "note": f"n{i % 2}", "qty": i, "amount": i * 1.25}}
+        for i in range(TRAP_DOCS)]  # fmt: skip
+    docs.append({"_index": name, "_id": "bad", "_source": {"ref": "R-bad", "note": "n1",
+                                                           "qty": [1, 2], "amount": 999}})  # fmt: skip
+    helpers.bulk(client, docs, refresh="wait_for")
+    client.close()
+    return name
+
+
+def _preview(uri: str, tmp: Path, limit: int, filters=(), schema=None, **opts):  # type: ignore[no-untyped-def]
+    src = JobSource(alias="src", uri=uri, filters=list(filters), schema=schema)
+    ctx = ConnectorContext(staging_dir=tmp, options=opts)
+    return ElasticsearchConnector().preview(src, limit, ctx)
+
+
+def test_preview_reads_only_the_rows_it_shows(es: EsServer, trap: str, tmp_path: Path) -> None:
+    with pytest.raises(SourceReadFailed, match="bad"):
+        _open(es, es.uri(trap), tmp_path / "run")  # reading everything reaches the trap
+    staging = tmp_path / "preview"
+    staging.mkdir()
+    got = _preview(es.uri(trap), staging, 5)
+    assert got.column("_id").to_pylist() == [f"d{i}" for i in range(5)]
+    assert {f.name: f.type for f in got.schema} == {
+        "_id": pa.string(), "amount": pa.decimal128(38, 2), "note": pa.string(),
+        "qty": pa.int64(), "ref": pa.string(),
+    }  # fmt: skip
+    assert got.schema.names[0] == "_id" and got.column("amount")[3].as_py() == Decimal("3.75")
+    assert list(staging.iterdir()) == []  # nothing staged
+    # Pushed-down filters: rows that do not match never come back, and the limit still holds.
+    got = _preview(es.uri(trap), tmp_path, 3, [FilterCondition(column="qty", op="gte", value=30)])
+    assert got.column("_id").to_pylist() == ["d30", "d31", "d32"]
+
+
+def test_preview_applies_filters_it_cannot_push(es: EsServer, trap: str, tmp_path: Path) -> None:
+    # scaled_float and text filters stay with kalla: pages of 4 are scanned until 3 rows
+    # pass (documents 17, 19, 21, in the sixth page), long before the trap document.
+    f = [FilterCondition(column="amount", op="gt", value="20"),
+         FilterCondition(column="note", op="eq", value="n1")]  # fmt: skip
+    got = _preview(es.uri(trap), tmp_path, 3, f, elasticsearch_page_size=4)
+    assert got.column("_id").to_pylist() == ["d17", "d19", "d21"]
+    assert got.column("amount").to_pylist() == [
+        Decimal("21.25"),
+        Decimal("23.75"),
+        Decimal("26.25"),
+    ]
+    # A preview asking for more matching rows than there are good ones does reach the trap,
+    # exactly as a run would: the scan is the run's read, stopped early.
+    with pytest.raises(SourceReadFailed, match="bad"):
+        _preview(es.uri(trap), tmp_path, 50, f, elasticsearch_page_size=4)
+
+
+def test_preview_source_on_elasticsearch(
+    es: EsServer, trap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = quote(json.dumps({"range": {"qty": {"lt": 10}}}))
+    got = preview_source(
+        es.uri(trap, query=q),
+        filters=[{"column": "qty", "op": "in", "value": [3, 4, 12]}],
+        schema={"amount": "decimal(10,2)"},
+        limit=1,
+    )
+    assert got.to_pylist() == [
+        {"_id": "d3", "amount": Decimal("3.75"), "note": "n1", "qty": 3, "ref": "R3"}
+    ]
+    assert got.schema.field("amount").type == pa.decimal128(10, 2)
+    monkeypatch.setenv("KALLA_ELASTICSEARCH_API_KEY", SECRET)
+    with pytest.raises(SourceNotFound) as err:
+        preview_source(es.uri("absent"), limit=3)
+    assert SECRET not in str(err.value)
+    with pytest.raises(FilterInvalid) as err2:
+        preview_source(es.uri(trap), filters=[{"column": "qty", "op": "eq", "value": "x"}])
+    assert SECRET not in str(err2.value)
