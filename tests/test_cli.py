@@ -108,6 +108,7 @@ def test_demo_runs_the_bundled_example(tmp_path: Path) -> None:
     assert meta["unmatched_left_count"] == expected["unmatched_left"]
     assert meta["unmatched_right_count"] == expected["unmatched_right"]
     assert str(runs[0]) in proc.stderr.replace("\n", "")
+    assert "None" not in proc.stderr
 
 
 def test_schema_recipe_is_json_schema(tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ def _summary(result: Any) -> None:
     console.print(table)
     console.print(f"matched pairs: [bold]{result.matched_count:,}[/]")
     console.print(f"evidence: {result.run_dir}", highlight=False, soft_wrap=True)
-    for name, path in result.output_paths.model_dump().items():
+    for name, path in result.output_paths.model_dump(exclude_none=True).items():
         console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
 
 
