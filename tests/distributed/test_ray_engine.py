@@ -301,3 +301,42 @@ def test_recipe_dict_with_reconcile_api(ray_cluster: str, tmp_path: Path) -> Non
                             output=tmp_path / "local")  # fmt: skip
     assert result.to_completion()["matched_count"] == local.matched_count
     assert result.metadata.engine == "ray"
+
+
+def test_read_plans_cover_every_row_group_once(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from kalla.distributed._tasks import plan_reads
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"id": list(range(10_000))}), path, row_group_size=700)
+    reads = plan_reads([str(path)], chunk_rows=2_000, predicate=None)
+    groups = [rg for r in reads for rg in r.row_groups]
+    assert groups == list(range(pq.ParquetFile(path).metadata.num_row_groups))
+    assert all(len(r.row_groups) == 3 for r in reads[:-1])  # 3 x 700 >= 2000
+
+
+def test_map_tasks_read_parquet_sources_themselves(
+    ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kalla.distributed import _run
+
+    data = generate("one_to_one", 3000, tmp_path / "data", seed=4, fmt="parquet")
+    raw = yaml.safe_load(data.recipe.read_text())
+    raw["sources"]["left"]["filters"] = [
+        {"column": "currency", "op": "in", "value": ["USD", "EUR"]}
+    ]
+    request = _request(raw, data.directory)
+
+    def no_driver_chunks(self: Any, engine: Any, side: Any) -> Any:
+        raise AssertionError("the driver sent rows of a Parquet source")
+
+    local = run_job(request, tmp_path / "local")
+    monkeypatch.setattr(_run._RayRun, "_chunks", no_driver_chunks)
+    ray_result = run_job(
+        request, tmp_path / "ray", engine="ray",
+        ray_options=RayOptions(address=ray_cluster, partitions=3, chunk_rows=500),
+    )  # fmt: skip
+    keys = {s.value: request.keys(s) for s in kalla.Side}
+    assert _answer(ray_result, keys) == _answer(local, keys)
+    assert local.metadata.counts["left"].records < 3000  # the filter applied

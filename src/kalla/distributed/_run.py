@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..connectors import ConnectorRegistry, default_registry
+from ..connectors import ConnectorRegistry, TableSource, default_registry
 from ..engine import Engine
 from ..engine._reasons import never_offered, reason_fields, unmatched_query
 from ..engine._reconcile import ProgressFn, _all, _Run
@@ -33,7 +33,16 @@ from ..sql import SideTable, key_column, plan_match, quote
 from ._cluster import connect
 from ._options import RayOptions
 from ._plan import JoinPlan, Mode, plan_join
-from ._tasks import BucketResult, MapSpec, ReduceSpec, bucket_chunk, match_bucket
+from ._tasks import (
+    BucketResult,
+    MapSpec,
+    ReadSpec,
+    ReduceSpec,
+    bucket_chunk,
+    match_bucket,
+    plan_reads,
+    read_chunk,
+)
 
 __all__ = ["run_job_ray"]
 
@@ -69,7 +78,12 @@ def _remote(fn: Any, **kw: Any) -> Any:
     return ray.remote(max_retries=_RETRIES, num_cpus=1, **kw)(fn)
 
 
-def _map_task(spec: MapSpec, chunk: pa.Table) -> list[pa.Table]:
+def _map_task(
+    spec: MapSpec, chunk: pa.Table | ReadSpec, schema: pa.Schema | None = None
+) -> list[pa.Table]:
+    if isinstance(chunk, ReadSpec):  # the task reads its own row groups
+        assert schema is not None
+        chunk = read_chunk(chunk, schema)
     return bucket_chunk(spec, chunk)
 
 
@@ -100,6 +114,21 @@ class _RayRun(_Run):
                 pending, rows, chunks = [], 0, chunks + 1
         if pending or not chunks:  # an empty side is one empty chunk
             yield pa.Table.from_batches(pending, schema).cast(schema)
+
+    def _reads(self, side: Side) -> list[ReadSpec] | None:
+        """Row-group reads for map tasks, when the side is local Parquet files (as staged by a
+        database connector, or given); ``None`` when the driver must send the rows."""
+        table = self.tables.get(side)
+        if table is None or table.format != "parquet" or table.object_store is not None:
+            return None
+        if not all(Path(p).is_file() for p in table.paths):
+            return None
+        reads = plan_reads(table.paths, self.options.chunk_rows, self.predicates.get(side))
+        return reads or None
+
+    def _fits_in_memory(self, table: TableSource) -> bool:
+        # Parquet stays on disk: the map tasks read it, not the driver.
+        return table.format == "csv" and super()._fits_in_memory(table)
 
     def _buckets(self) -> int:
         if self.options.partitions is not None:
@@ -201,6 +230,12 @@ class _RayRun(_Run):
                 table=spec.tables[side], key_sql=plan.key_sql[side], key_count=plan.key_count,
                 primary_key=self.request.keys(side), nulls_match=plan.nulls_match, buckets=n,
             )  # fmt: skip
+            reads = self._reads(side)
+            if reads is not None:  # map tasks read the files themselves
+                schema = engine.schema(_all(side))
+                for read in reads:
+                    outputs[side].append(mapper.remote(mspec, read, schema))
+                continue
             for chunk in self._chunks(engine, side):
                 outputs[side].append(mapper.remote(mspec, ray.put(chunk)))
         reducer = _remote(_reduce_task)

@@ -23,7 +23,17 @@ from ..rules import single_rule
 from ..sql import SideTable, key_column, quote
 from ._plan import KEY_PREFIX
 
-__all__ = ["BucketResult", "MapSpec", "ReduceSpec", "anti_join_sql", "bucket_chunk", "match_bucket"]
+__all__ = [
+    "BucketResult",
+    "MapSpec",
+    "ReadSpec",
+    "ReduceSpec",
+    "anti_join_sql",
+    "bucket_chunk",
+    "match_bucket",
+    "plan_reads",
+    "read_chunk",
+]
 
 _BUCKET = "__kalla_bucket"
 _MATCHED = "__kalla_matched"
@@ -86,6 +96,52 @@ def bucket_chunk(spec: MapSpec, chunk: pa.Table) -> list[pa.Table]:
         out.append(rows.slice(offset, n))
         offset += n
     return out
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """Row groups of one local Parquet file that a map task reads itself."""
+
+    path: str
+    row_groups: list[int]
+    predicate: str | None  # the source's filters, as the local run applies them
+
+
+def plan_reads(paths: list[str], chunk_rows: int, predicate: str | None) -> list[ReadSpec]:
+    """Split Parquet files into reads of whole row groups, about ``chunk_rows`` rows each.
+
+    Every row group of every file is in exactly one read.
+    """
+    import pyarrow.parquet as pq
+
+    reads: list[ReadSpec] = []
+    for path in paths:
+        meta = pq.ParquetFile(path).metadata
+        group: list[int] = []
+        rows = 0
+        for rg in range(meta.num_row_groups):
+            group.append(rg)
+            rows += meta.row_group(rg).num_rows
+            if rows >= chunk_rows:
+                reads.append(ReadSpec(path, group, predicate))
+                group, rows = [], 0
+        if group:
+            reads.append(ReadSpec(path, group, predicate))
+    return reads
+
+
+def read_chunk(read: ReadSpec, schema: pa.Schema) -> pa.Table:
+    """A map task's own input: its row groups, filtered as the local run filters the source."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(read.path).read_row_groups(read.row_groups)
+    if read.predicate:
+        with Engine(target_partitions=1) as engine:
+            engine.register_arrow("__kalla_raw", table, table.schema)
+            table = engine.dataframe(
+                f"SELECT * FROM __kalla_raw WHERE {read.predicate}"
+            ).to_arrow_table()
+    return _plain(table).cast(schema)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,9 @@ class _Run:
         self.started = datetime.now(UTC)
         self.durations: dict[str, float] = {}
         self.columns: dict[Side, dict[str, str]] = {}
+        # What each side was read from, and the filter SQL applied to it (for the Ray engine).
+        self.tables: dict[Side, TableSource] = {}
+        self.predicates: dict[Side, str | None] = {}
         self.counts: dict[Side, SideCounts] = {}
         self.rule_counts: list[RuleCounts] = []
         self.outputs: list[_rules.RuleOutput] = []
@@ -242,6 +245,7 @@ class _Run:
                     else engine.filter_predicate(_base(side), src.filters, src.alias)
                 )
                 engine.register_filtered(_all(side), _base(side), predicate)
+                self.tables[side], self.predicates[side] = table, predicate
                 keys = self.request.keys(side)
                 not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in keys)
                 # SQL folds unquoted names to lower case, so that is the name match_sql sees.
@@ -260,6 +264,12 @@ class _Run:
             return False
         if table.format == "csv" and self.stage_csv is not None:
             return not self.stage_csv
+        if table.format == "parquet" and not all(
+            Path(p).is_relative_to(self.writer.scratch) for p in table.paths
+        ):
+            # A Parquet source is scanned lazily: each pass reads only the columns it needs.
+            # What a database connector staged is read once into memory instead.
+            return False
         size = sum(os.path.getsize(p) for p in table.paths)
         # Arrow in memory: about 2x a CSV file's size, up to ~8x a compressed Parquet file's.
         factor = 4 if table.format == "csv" else 16
