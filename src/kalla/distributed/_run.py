@@ -91,6 +91,14 @@ def _reduce_task(spec: ReduceSpec, n_left: int, *parts: pa.Table) -> BucketResul
     return match_bucket(spec, {Side.LEFT: list(parts[:n_left]), Side.RIGHT: list(parts[n_left:])})
 
 
+def _one_host() -> bool:
+    """Whether every Ray node runs on this machine, so workers can read the driver's files."""
+    import ray
+
+    here = ray.util.get_node_ip_address()
+    return all(n["NodeManagerAddress"] == here for n in ray.nodes() if n.get("Alive"))
+
+
 class _RayRun(_Run):
     options: RayOptions = RayOptions()
 
@@ -121,7 +129,7 @@ class _RayRun(_Run):
         table = self.tables.get(side)
         if table is None or table.format != "parquet" or table.object_store is not None:
             return None
-        if not all(Path(p).is_file() for p in table.paths):
+        if not all(Path(p).is_file() for p in table.paths) or not _one_host():
             return None
         reads = plan_reads(table.paths, self.options.chunk_rows, self.predicates.get(side))
         return reads or None
