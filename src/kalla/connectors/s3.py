@@ -16,6 +16,7 @@ same Rust ``object_store`` crate DataFusion uses), imported only when needed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -215,7 +216,8 @@ def _store_errors(what: str, settings: S3Settings, *, write: bool = False) -> It
             raise EvidenceWriteFailed(msg) from exc
         if isinstance(exc, FileNotFoundError) or name == "NotFoundError" or "NoSuchBucket" in text:
             raise SourceNotFound(msg) from exc
-        if name in ("PermissionDeniedError", "UnauthenticatedError") or "403" in text:
+        # A status code as a whole number: "403" also occurs inside timings ("204.464403ms").
+        if name in ("PermissionDeniedError", "UnauthenticatedError") or re.search(r"\b403\b", text):
             raise PermissionDenied(msg) from exc
         if (
             "error sending request" in text.lower()
@@ -296,7 +298,7 @@ def published_status(dest: str, settings: S3Settings | None = None) -> str | Non
     except FileNotFoundError:
         return None
     except Exception as exc:  # obstore raises its own types; not-found differs by server
-        if "not found" in str(exc).lower() or "404" in str(exc):
+        if "not found" in str(exc).lower() or re.search(r"\b404\b", str(exc)):
             return None
         with _store_errors(f"cannot read {loc.url(loc.key + 'metadata.json')}", settings):
             raise
