@@ -28,7 +28,6 @@ __all__ = [
     "MapSpec",
     "ReadSpec",
     "ReduceSpec",
-    "anti_join_sql",
     "bucket_chunk",
     "match_bucket",
     "plan_reads",
@@ -165,20 +164,6 @@ class BucketResult:
     unmatched: dict[Side, pa.Table]
     matched_keys: pa.Table | None
     pairs: int
-
-
-def anti_join_sql(records: str, matched: str, side: Side, keys: list[str]) -> str:
-    """Records of ``records`` whose full key is in no row of ``matched`` (as the local run)."""
-    key_col = f"{side.value}_key"
-    fields = ", ".join(
-        f"get_field({key_col}, '{k.replace(chr(39), chr(39) * 2)}') AS {quote(f'k{j}')}"
-        for j, k in enumerate(keys)
-    )
-    on = " AND ".join(f"s.{quote(k)} = m.{quote(f'k{j}')}" for j, k in enumerate(keys))
-    return (
-        f"SELECT s.* FROM {quote(records)} s "
-        f"LEFT ANTI JOIN (SELECT {fields} FROM {quote(matched)}) m ON {on}"
-    )
 
 
 def match_bucket(spec: ReduceSpec, parts: dict[Side, list[pa.Table]]) -> BucketResult:
