@@ -134,9 +134,9 @@ class _RayRun(_Run):
         reads = plan_reads(table.paths, self.options.chunk_rows, self.predicates.get(side))
         return reads or None
 
-    def _fits_in_memory(self, table: TableSource) -> bool:
+    def _fits_in_memory(self, engine: Engine, table: TableSource) -> bool:
         # Parquet stays on disk: the map tasks read it, not the driver.
-        return table.format == "csv" and super()._fits_in_memory(table)
+        return table.format == "csv" and super()._fits_in_memory(engine, table)
 
     def _buckets(self) -> int:
         if self.options.partitions is not None:

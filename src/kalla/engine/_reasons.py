@@ -24,7 +24,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..connectors import TableSource
 from ..rules import AggregateRule, Rule
 from ..side import Side
 from ..sql import SideTable, plan_near_miss, quote
@@ -70,9 +69,7 @@ def reasons_table(
     tag = f"__kalla_reasons_{side.value}"
     base = scratch / f"reasons_{side.value}_empty.parquet"
     _empty(base, engine, side, sides)
-    engine.register_source(
-        f"{tag}_empty", TableSource(paths=[str(base)], format="parquet", description="reasons")
-    )
+    engine.register_file(f"{tag}_empty", base)
     parts = [f"SELECT * FROM {tag}_empty"]
     null_text, null_diff = "arrow_cast(NULL, 'Utf8')", "arrow_cast(NULL, 'Decimal128(38, 10)')"
     if suggested is not None:
@@ -82,25 +79,18 @@ def reasons_table(
             f"FROM {quote('__kalla_suggested')}"
         )
         if side is Side.LEFT:
-            engine.register_source(
-                "__kalla_suggested",
-                TableSource(paths=[str(suggested)], format="parquet", description="s"),
-            )
+            engine.register_file("__kalla_suggested", suggested)
     point_views(side)
     for i, (rule, output) in enumerate(zip(rules, outputs, strict=True)):
         if isinstance(rule, AggregateRule):
             continue
         if output.candidates is not None:
             cand = f"{tag}_cand_{i}"
-            engine.register_source(
-                cand, TableSource(paths=[str(output.candidates)], format="parquet", description="c")
-            )
+            engine.register_file(cand, output.candidates)
             amb = output.ambiguous.get(side)
             if amb is not None:
                 amb_name = f"{tag}_amb_{i}"
-                engine.register_source(
-                    amb_name, TableSource(paths=[str(amb)], format="parquet", description="a")
-                )
+                engine.register_file(amb_name, amb)
                 prio = f"CASE WHEN a.{side.value}_key IS NOT NULL THEN 2 ELSE 3 END"
                 reason = f"CASE WHEN a.{side.value}_key IS NOT NULL THEN 'ambiguous' ELSE 'used_by_other_match' END"
                 join = f"LEFT JOIN {amb_name} a ON c.{side.value}_key = a.{side.value}_key"
@@ -165,9 +155,7 @@ def reasons_table(
         engine.dataframe(f"SELECT {keys}, *, {rank} AS __kalla_rank FROM ({union})"), ranked_path
     )
     ranked = f"{tag}_ranked"
-    engine.register_source(
-        ranked, TableSource(paths=[str(ranked_path)], format="parquet", description="reasons")
-    )
+    engine.register_file(ranked, ranked_path)
     on = " AND ".join(
         f"u.{quote(f'k{j}')} = b.{quote(f'k{j}')}" for j in range(len(sides[side].keys))
     )

@@ -17,7 +17,6 @@ Results stream from DataFusion into Parquet; nothing big passes through Python l
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -55,7 +54,7 @@ from ..schema import schema_columns, schema_types
 from ..sql import SideTable, quote
 from . import _reasons, _rules
 from ._errors import translate
-from ._session import Engine, available_memory, parquet_rows
+from ._session import Engine, parquet_rows
 
 __all__ = ["run_job"]
 
@@ -234,8 +233,7 @@ class _Run:
                     _base(side), table,
                     declared=schema_types(src.schema_),
                     staging_dir=staging,
-                    in_memory=self._fits_in_memory(table),
-                    parquet_in_memory=self._fits_in_memory(table),
+                    in_memory=self._fits_in_memory(engine, table),
                 )  # fmt: skip
                 self.columns[side] = {f.name: str(f.type) for f in schema}
                 self._check_columns(side, schema.names)
@@ -258,23 +256,10 @@ class _Run:
 
     stage_csv: bool | None = None
 
-    def _fits_in_memory(self, table: TableSource) -> bool:
-        """Hold this source in memory? Only local files, well within the memory budget."""
-        if table.object_store is not None:
-            return False
-        if table.format == "csv" and self.stage_csv is not None:
+    def _fits_in_memory(self, engine: Engine, table: TableSource) -> bool:
+        if table.format == "csv" and table.object_store is None and self.stage_csv is not None:
             return not self.stage_csv
-        if table.format == "parquet" and not all(
-            Path(p).is_relative_to(self.writer.scratch) for p in table.paths
-        ):
-            # A Parquet source is scanned lazily: each pass reads only the columns it needs.
-            # What a database connector staged is read once into memory instead.
-            return False
-        size = sum(os.path.getsize(p) for p in table.paths)
-        # Arrow in memory: about 2x a CSV file's size, up to ~8x a compressed Parquet file's.
-        factor = 4 if table.format == "csv" else 16
-        budget = self.memory_limit if self.memory_limit is not None else available_memory() // 2
-        return size * factor < budget
+        return engine.fits_in_memory(table, staged_under=self.writer.scratch)
 
     def _check_columns(self, side: Side, names: list[str]) -> None:
         src = self.request.source(side)
@@ -362,9 +347,7 @@ class _Run:
                 _rules.combine(engine, suggested, self.writer.suggested_path(), sides)
                 self.has_suggestions = True
             matched_rows = parquet_rows(path)
-            engine.register_source(
-                _MATCHED, TableSource(paths=[str(path)], format="parquet", description="matched")
-            )
+            engine.register_file(_MATCHED, path)
         self._timed("matching", t)
         return pairs_so_far, matched_rows
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pyarrow as pa
 from datafusion import col, lit
 
-from ..connectors import TableSource
 from ..rules import AggregateRule, Ambiguity, Cardinality, Rule
 from ..side import Side
 from ..sql import SideTable, key_column, plan_match, prepare_sql, quote
@@ -68,9 +67,7 @@ class _Tables:
         path = self.scratch / f"{self.tag}_{stem}_{self.n}.parquet"
         self.engine.write_parquet(self.engine.dataframe(query), path)
         name = f"__kalla_{self.tag}_{stem}_{self.n}"
-        self.engine.register_source(
-            name, TableSource(paths=[str(path)], format="parquet", description=stem)
-        )
+        self.engine.register_file(name, path)
         return name, path, parquet_rows(path)
 
 
@@ -167,9 +164,7 @@ def run_rule(
     candidates = scratch / f"rule_{index}_candidates.parquet"
     engine.write_parquet(df, candidates)
     name = f"__kalla_candidates_{index}"
-    engine.register_source(
-        name, TableSource(paths=[str(candidates)], format="parquet", description="candidates")
-    )
+    engine.register_file(name, candidates)
     columns = [c for c in engine.schema(name).names if not c.startswith(RANK_PREFIX)]
     choice = choose(
         engine, name, columns, cardinality=rule.cardinality, ranks=list(ranks),
@@ -221,9 +216,7 @@ def _run_aggregate(
         ambiguity=Ambiguity.BEST, scratch=scratch, tag=f"a{index}s",
     )  # fmt: skip
     chosen = f"__kalla_agg_chosen_{index}"
-    engine.register_source(
-        chosen, TableSource(paths=[str(choice.selected)], format="parquet", description="groups")
-    )
+    engine.register_file(chosen, choice.selected)
     many_key = ", ".join(f"'{k}', m.{quote(k)}" for k in sides[many].keys)
     expand = (
         f"SELECT s.{_key(one)} AS __kalla_one, named_struct({many_key}) AS __kalla_many, "
@@ -257,15 +250,12 @@ def part_counts(
     Exclusive sides need no counting: each of their records is in one pair. ``records=False``
     skips counting records (the caller derives them from the unmatched counts).
     """
-    engine.register_source(name, TableSource(paths=[str(part)], format="parquet", description=name))
+    engine.register_file(name, part)
     rows = parquet_rows(part)
+    # An aggregate rule uses each record of its "one" side in one group.
     exclusive = (
-        Cardinality.ONE_TO_ONE.exclusive()
-        if isinstance(rule, AggregateRule)
-        else rule.cardinality.exclusive()
+        {rule.many.other} if isinstance(rule, AggregateRule) else rule.cardinality.exclusive()
     )
-    if isinstance(rule, AggregateRule):
-        exclusive = {rule.many.other}
 
     def distinct(cols: str) -> int:
         return int(
@@ -301,9 +291,7 @@ def combine(engine: Engine, parts: list[Path], out: Path, sides: dict[Side, Side
     names = []
     for i, part in enumerate(parts):
         name = f"__kalla_combine_{out.stem}_{i}"
-        engine.register_source(
-            name, TableSource(paths=[str(part)], format="parquet", description=name)
-        )
+        engine.register_file(name, part)
         names.append(name)
     union = " UNION ALL BY NAME ".join(f"SELECT * FROM {n}" for n in names)
     df = engine.dataframe(f"SELECT * FROM ({union})")

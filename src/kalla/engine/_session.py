@@ -188,7 +188,7 @@ class Engine:
             base = name if table.filters_applied or not source.filters else _base_name(name)
             registered = self.register_source(
                 base, table, declared=declared, staging_dir=staging,
-                in_memory=self._fits_in_memory(table),
+                in_memory=self.fits_in_memory(table, staged_under=staging),
             )  # fmt: skip
             missing = [c for c in declared if c not in registered.names]
             if missing:
@@ -508,12 +508,25 @@ class Engine:
             self._staging = Path(tempfile.mkdtemp(prefix="kalla-engine-"))
         return self._staging
 
-    def _fits_in_memory(self, table: TableSource) -> bool:
-        if table.format != "csv" or table.object_store is not None:
+    def fits_in_memory(self, table: TableSource, staged_under: Path | None = None) -> bool:
+        """Whether to hold ``table`` as Arrow in memory: local files, well within the budget.
+
+        CSV qualifies by size (one parse instead of several). Parquet is otherwise scanned
+        lazily, each pass reading only the columns it needs; only what a connector staged
+        (files under ``staged_under``) is read once into memory instead.
+        """
+        if table.object_store is not None:
+            return False
+        if table.format == "parquet" and (
+            staged_under is None
+            or not all(Path(p).is_relative_to(staged_under) for p in table.paths)
+        ):
             return False
         size = sum(os.path.getsize(p) for p in table.paths)
+        # Arrow in memory: about 2x a CSV file's size, up to ~8x a compressed Parquet file's.
+        factor = 4 if table.format == "csv" else 16
         budget = self.memory_limit if self.memory_limit is not None else available_memory() // 2
-        return size * 4 < budget
+        return size * factor < budget
 
     def _forget(self, name: str) -> None:
         if name in self._schemas:
@@ -544,14 +557,13 @@ class Engine:
         *,
         declared: dict[str, pa.DataType] | None = None,
         staging_dir: Path | None = None,
-        in_memory: bool = True,
-        parquet_in_memory: bool = False,
+        in_memory: bool = False,
     ) -> pa.Schema:
         """Register a connector's table under ``name``; CSV gets kalla's exact type inference.
 
-        ``in_memory`` holds a local CSV source as Arrow (one parse) rather than staging it to
-        Parquet; ``parquet_in_memory`` reads local Parquet files once into memory, so the
-        run's several passes (duplicate check, match, anti-joins) do not decode them again.
+        ``in_memory`` holds a local source as Arrow (see :meth:`fits_in_memory`): a CSV file is
+        parsed once instead of staged to Parquet, Parquet files are decoded once, so the run's
+        several passes (duplicate check, match, anti-joins) do not do it again.
         """
         declared = declared or {}
         if source.object_store is not None:
@@ -561,7 +573,7 @@ class Engine:
                 if source.object_store is not None:
                     return self._register_remote_csv(name, source, declared)
                 return self._register_local_csv(name, source, declared, staging_dir, in_memory)
-            if parquet_in_memory and source.object_store is None:
+            if in_memory and source.object_store is None:
                 import pyarrow.parquet as pq
 
                 table = pq.read_table(source.paths if len(source.paths) > 1 else source.paths[0])
@@ -633,6 +645,12 @@ class Engine:
         schema = self._ctx.table(name).schema()
         self._schemas[name] = schema
         return schema
+
+    def register_file(self, name: str, path: str | Path) -> pa.Schema:
+        """Register one local Parquet file kalla wrote itself (evidence parts, scratch tables)."""
+        return self.register_source(
+            name, TableSource(paths=[str(path)], format="parquet", description=name)
+        )
 
     def register_view(self, name: str, query: str) -> pa.Schema:
         """Register ``query`` (kalla-written SQL) as a view named ``name``."""
