@@ -366,3 +366,12 @@ def test_reasons_can_be_left_out_for_speed(ws: Workspace) -> None:
         explained.unmatched_left_count,
         explained.unmatched_right_count,
     )
+
+
+@pytest.mark.parametrize("uri", ["bad\x00name.csv", "bad\udc1dname.csv"])
+def test_paths_the_system_cannot_represent_are_a_typed_error(ws: Workspace, uri: str) -> None:
+    from kalla.connectors import default_registry
+    from kalla.errors import SourceUriInvalid
+
+    with pytest.raises(SourceUriInvalid):
+        default_registry().for_uri(uri).check(uri)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,3 +61,16 @@ def test_planted_secret_never_leaks(
         for text in texts:
             assert SECRET not in text, f"secret leaked into {where}: {text[:2000]}"
     assert "***" in "".join(metadata)  # the URI is recorded, redacted
+
+
+def test_unrepresentable_local_paths_are_a_400_not_a_500(shared_runner: Runner) -> None:
+    for uri in ("x\x00y.csv", "x\udc1dy.csv"):
+        response = shared_runner.request(
+            "POST", "/api/sources/preview",
+            content=json.dumps({"uri": uri}).encode(), headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        # A NUL byte reaches the connector's check (400); a lone surrogate may already fail
+        # JSON decoding (422). Never a 500.
+        assert response.status_code in (400, 422), response.text
+        if "\x00" in uri:
+            assert response.json()["code"] == "source_uri_invalid"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from ..errors import SourceNotFound, UnsupportedUri
+from ..errors import SourceNotFound, SourceUriInvalid, UnsupportedUri
 from ..job import JobSource
 from ._base import Connector, ConnectorContext, TableSource
 
@@ -32,6 +33,15 @@ class FileConnector(Connector):
 
     def check(self, uri: str) -> None:
         path = self.local_path(uri)
+        try:
+            if "\x00" in str(path):
+                raise ValueError
+            os.fsencode(path)
+        except (ValueError, UnicodeEncodeError):
+            # Every later step (resolve(), stat, open) would fail on it with a foreign error.
+            raise SourceUriInvalid(
+                f"{uri!r} is not a path this system can represent (NUL byte or invalid text)"
+            ) from None
         if path.suffix and file_format(path.name) is None:
             raise UnsupportedUri(
                 f"cannot read {uri!r}: local sources must be .csv or .parquet files, "
