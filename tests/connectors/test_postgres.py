@@ -17,6 +17,7 @@ from kalla.connectors import ConnectorContext, default_registry
 from kalla.connectors._pg_read import TableRead, plan_ranges
 from kalla.connectors.postgres import PostgresConnector, parse_pg_uri
 from kalla.errors import (
+    Cancelled,
     ConnectionFailed,
     FilterInvalid,
     KallaError,
@@ -319,3 +320,16 @@ def test_registry_finds_both_schemes() -> None:
     reg = default_registry()
     assert isinstance(reg.for_uri("postgres://h/db?table=t"), PostgresConnector)
     assert isinstance(reg.for_uri("postgresql://h/db?table=t"), PostgresConnector)
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_a_cancelled_read_stops_with_cancelled(
+    pg: PgServer, pg_conn: psycopg.Connection, tmp_path: Path, partitions: int
+) -> None:
+    """When the run no longer needs the table (the other source failed), the read stops."""
+    pg_conn.execute("DROP TABLE IF EXISTS big; CREATE TABLE big AS "
+                    "SELECT g AS id, g::numeric(12,2) AS amt FROM generate_series(1, 60000) g")  # fmt: skip
+    ctx = ConnectorContext(staging_dir=tmp_path, options={"postgres_partitions": partitions})
+    ctx.cancel.set()
+    with pytest.raises(Cancelled, match=r"public\.big"):
+        PostgresConnector().open(JobSource(alias="src", uri=pg.uri("big")), ctx)

@@ -21,6 +21,16 @@ from kalla import (
     SourceNotFound,
     UnsupportedUri,
 )
+from kalla.connectors import (
+    Connector,
+    ConnectorContext,
+    ConnectorRegistry,
+    TableSource,
+    default_registry,
+)
+from kalla.engine import run_job
+from kalla.errors import Cancelled
+from kalla.job import JobSource
 from tests.conftest import Workspace
 
 LEFT = """
@@ -218,7 +228,6 @@ def test_forbidden_sql_is_refused_before_anything_runs(ws: Workspace) -> None:
     ws.write("right.csv", RIGHT)
     request = kalla.Recipe.load(ws.recipe(MATCH)).to_job_request()
     bad = request.model_copy(update={"match_sql": "COPY (SELECT 1) TO '/tmp/x'"})
-    from kalla.engine import run_job
 
     with pytest.raises(MatchSqlForbidden):
         run_job(bad, ws.root / "out" / "x")
@@ -310,7 +319,6 @@ def test_csv_staged_through_parquet_under_a_memory_limit_gives_the_same_answer(
     recipe = ws.recipe(
         "SELECT l.ref FROM l_src l JOIN r_src r ON l.ref = r.ref AND tolerance_match(l.amount, r.amount, 0.01)"
     )
-    from kalla.engine import run_job
 
     request = kalla.Recipe.load(recipe).to_job_request()
     limited = run_job(request, ws.root / "limited", memory_limit=128 << 20, stage_csv=True)
@@ -370,8 +378,42 @@ def test_reasons_can_be_left_out_for_speed(ws: Workspace) -> None:
 
 @pytest.mark.parametrize("uri", ["bad\x00name.csv", "bad\udc1dname.csv"])
 def test_paths_the_system_cannot_represent_are_a_typed_error(ws: Workspace, uri: str) -> None:
-    from kalla.connectors import default_registry
     from kalla.errors import SourceUriInvalid
 
     with pytest.raises(SourceUriInvalid):
         default_registry().for_uri(uri).check(uri)
+
+
+class _WaitsForCancel(Connector):
+    """Stands for a long database read: returns only once the run tells it to stop."""
+
+    schemes = ("slow",)
+    saw_cancel: bool | None = None
+
+    def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
+        type(self).saw_cancel = ctx.cancel.wait(timeout=60)
+        raise Cancelled("stopped")
+
+
+class _Fails(Connector):
+    schemes = ("broken",)
+
+    def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
+        raise SourceNotFound(f"source {source.alias!r}: no such table")
+
+
+def test_sources_are_opened_together_and_a_failure_stops_the_other(ws: Workspace) -> None:
+    """Both sides are read at once; when one fails the other is told to stop, and the
+    error is the real failure, not the other side's cancellation."""
+    registry = ConnectorRegistry()
+    registry.load_entry_points()
+    registry.register(_WaitsForCancel)
+    registry.register(_Fails)
+    for slow_side, broken_side in (("l_src", "r_src"), ("r_src", "l_src")):
+        _WaitsForCancel.saw_cancel = None
+        request = kalla.Recipe.load(ws.recipe(MATCH)).to_job_request(
+            source_uris={slow_side: "slow://db/table", broken_side: "broken://db/table"}
+        )
+        with pytest.raises(SourceNotFound, match=broken_side):
+            run_job(request, ws.root / "out" / slow_side, registry=registry)
+        assert _WaitsForCancel.saw_cancel is True

@@ -8,6 +8,7 @@ into Parquet staging files in the run's temporary folder, and hands back a
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,10 +45,16 @@ class TableSource:
 
 @dataclass
 class ConnectorContext:
-    """What a connector may use while opening a source for one run."""
+    """What a connector may use while opening a source for one run.
+
+    ``cancel`` is set when the run no longer needs the source (the other source failed, or
+    the job was cancelled): long reads check it between batches and stop with
+    :class:`~kalla.errors.Cancelled` instead of reading a table nobody will match.
+    """
 
     staging_dir: Path
     options: dict[str, Any] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class Connector(ABC):

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import (
     Cancelled,
@@ -39,11 +38,11 @@ from ..errors import (
 from ..job import FilterCondition
 from ._bq_types import BqColumn, arrow_for, row_restriction
 from ._preview_rows import PreviewRows
+from ._staging import staging_writer, write_staging
 from .bigquery import BigQuerySettings, BqLocation
 
 __all__ = ["BqTableRead"]
 
-PARQUET_COMPRESSION = "lz4"
 _SCOPES = ("https://www.googleapis.com/auth/bigquery.readonly",)
 
 
@@ -136,8 +135,10 @@ class BqTableRead:
         declared: dict[str, pa.DataType],
         max_streams: int,
         columns: list[str] | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.loc = loc
+        self.cancel = cancel or threading.Event()
         self.settings = settings
         self.alias = alias
         self.declared = declared
@@ -256,7 +257,7 @@ class BqTableRead:
             names = session.streams
             if not names:
                 path = staging_dir / f"{self.alias}-bq-0.parquet"
-                pq.write_table(target.empty_table(), path, compression=PARQUET_COMPRESSION)
+                write_staging(target.empty_table(), path)
                 return [str(path)], session.complete
             paths = [staging_dir / f"{self.alias}-bq-{i}.parquet" for i in range(len(names))]
             source_schema = session.source
@@ -351,9 +352,11 @@ class BqTableRead:
     ) -> None:
         with (
             _google_errors(self.site, "reading a stream"),
-            pq.ParquetWriter(path, target, compression=PARQUET_COMPRESSION) as writer,
+            staging_writer(path, target) as writer,
         ):
             for response in read.read_rows(name):
+                if self.cancel.is_set():
+                    raise Cancelled(f"{self.site.prefix()}: read stopped: the run was cancelled")
                 if self._stop.is_set():
                     return
                 payload = response.arrow_record_batch.serialized_record_batch

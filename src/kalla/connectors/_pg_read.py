@@ -29,18 +29,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import Cancelled, KallaError, PermissionDenied, SourceNotFound, SourceReadFailed
 from ._pg_errors import PgSite, classify, driver_errors
 from ._pg_filters import PgWhere
 from ._pg_types import PgColumn, arrow_for, needs_probe, quote_ident, select_expr
+from ._staging import staging_writer
 
 __all__ = ["PgSession", "TableRead", "plan_ranges"]
 
 #: Pages per partition below which splitting does not pay (64 MiB of heap at 8 KiB pages).
 PAGES_PER_PARTITION = 8192
-PARQUET_COMPRESSION = "lz4"
 
 _BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
@@ -130,8 +129,10 @@ class TableRead:
         alias: str,
         declared: dict[str, pa.DataType],
         partitions: int | None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.dbapi = dbapi
+        self.cancel = cancel or threading.Event()
         self.conn_uri = conn_uri
         self.site = site
         self.schema = schema
@@ -237,7 +238,7 @@ class TableRead:
             n = self._partition_count(table)
             if n == 1:
                 path = staging_dir / f"{self.alias}_part000.parquet"
-                _stream(coord, base_sql, path, target, self.site, threading.Event())
+                _stream(coord, base_sql, path, target, self.site, self.cancel)
                 return [str(path)]
             snapshot = coord.rows(
                 "SELECT pg_catalog.pg_export_snapshot()", doing="exporting the snapshot"
@@ -328,7 +329,7 @@ class TableRead:
         target: pa.Schema,
         staging_dir: Path,
     ) -> list[str]:
-        stop = threading.Event()
+        stop = threading.Event()  # one partition failed: the others stop
         paths = [staging_dir / f"{self.alias}_part{i:03d}.parquet" for i in range(len(ranges))]
 
         def one(i: int) -> None:
@@ -340,7 +341,7 @@ class TableRead:
             try:
                 s.begin(snapshot)
                 self._bind(s, where)
-                _stream(s, base_sql + cond, paths[i], target, self.site, stop)
+                _stream(s, base_sql + cond, paths[i], target, self.site, stop, self.cancel)
             except BaseException:
                 stop.set()
                 raise
@@ -358,17 +359,27 @@ class TableRead:
 
 
 def _stream(
-    s: PgSession, sql: str, path: Path, target: pa.Schema, site: PgSite, stop: threading.Event
+    s: PgSession,
+    sql: str,
+    path: Path,
+    target: pa.Schema,
+    site: PgSite,
+    *stops: threading.Event,
 ) -> None:
-    """Run ``sql`` and append its batches, converted to ``target``, to one Parquet file."""
+    """Run ``sql`` and append its batches, converted to ``target``, to one Parquet file.
+
+    Stops with :class:`Cancelled` (and cancels the query) as soon as any of ``stops`` is set.
+    """
     with driver_errors(site, "starting the read"):
         s.cursor.execute(sql)
         reader = s.cursor.fetch_record_batch()
-    with pq.ParquetWriter(path, target, compression=PARQUET_COMPRESSION) as writer:
+    with staging_writer(path, target) as writer:
         while True:
-            if stop.is_set():
+            if any(stop.is_set() for stop in stops):
                 s.cancel()
-                raise Cancelled(f"{site.prefix()}: read stopped because another partition failed")
+                raise Cancelled(
+                    f"{site.prefix()}: read stopped (another read failed, or the run was cancelled)"
+                )
             try:
                 batch = reader.read_next_batch()
             except StopIteration:

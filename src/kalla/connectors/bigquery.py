@@ -196,4 +196,5 @@ class BigQueryConnector(Connector):
             declared=schema_types(source.schema_),
             max_streams=int(streams) if streams else 2 * (os.cpu_count() or 1),
             columns=list(columns) if columns else None,
+            cancel=ctx.cancel,
         )

@@ -35,9 +35,9 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import (
+    Cancelled,
     ConnectionFailed,
     FilterInvalid,
     KallaError,
@@ -54,10 +54,10 @@ from ._base import Connector, ConnectorContext, TableSource
 from ._es_mapping import EsColumn, EsQuery, build_query, columns_from_mapping, hits_to_batch
 from ._preview_rows import PreviewRows
 from ._redact import redact_uri, scrub
+from ._staging import staging_writer
 
 __all__ = ["ElasticsearchConnector", "EsLocation", "parse_es_uri"]
 
-PARQUET_COMPRESSION = "lz4"
 KEEP_ALIVE = "5m"
 #: Most documents one preview request asks for (Elasticsearch's default result window).
 _MAX_PAGE = 10_000
@@ -252,6 +252,7 @@ class ElasticsearchConnector(Connector):
             declared=schema_types(source.schema_),
             slices=max(1, int(opts.get("elasticsearch_slices") or 2)),
             page_size=max(1, int(opts.get("elasticsearch_page_size") or 1000)),
+            cancel=ctx.cancel,
         )
 
 
@@ -263,6 +264,7 @@ class _IndexRead:
     declared: dict[str, pa.DataType]
     slices: int
     page_size: int
+    cancel: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def _plan(self, source: JobSource) -> tuple[list[EsColumn], pa.Schema, EsQuery]:
@@ -326,8 +328,10 @@ class _IndexRead:
             body["slice"] = {"id": n, "max": self.slices}
         after = None
         where = self.site.prefix()
-        with pq.ParquetWriter(path, schema, compression=PARQUET_COMPRESSION) as writer:
+        with staging_writer(path, schema) as writer:
             while not self._stop.is_set():
+                if self.cancel.is_set():
+                    raise Cancelled(f"{where}: read stopped: the run was cancelled")
                 request = {**body, "pit": {"id": pit, "keep_alive": KEEP_ALIVE}}
                 if after is not None:
                     request["search_after"] = after

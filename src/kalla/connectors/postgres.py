@@ -132,6 +132,7 @@ class PostgresConnector(Connector):
             alias=source.alias,
             declared=schema_types(source.schema_),
             partitions=int(partitions) if partitions else None,
+            cancel=ctx.cancel,
         )
         return read, site
 

@@ -17,8 +17,10 @@ Results stream from DataFusion into Parquet; nothing big passes through Python l
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from ..connectors import (
     redact_uri,
 )
 from ..errors import (
+    Cancelled,
     DuplicatePrimaryKey,
     ExecutionFailed,
     KallaError,
@@ -222,13 +225,12 @@ class _Run:
 
     def _stage(self, engine: Engine) -> None:
         t = time.perf_counter()
+        tables = self._open_sources()
         for i, side in enumerate(Side):
             src = self.request.source(side)
-            self._progress(Stage.STAGING, i / 2, source=src.alias)
             with translate(stage=Stage.STAGING.value, source=src.alias):
-                connector = self.registry.for_uri(src.uri)
+                table = tables[side]
                 staging = self.writer.scratch / f"staging_{side.value}"
-                table = connector.open(src, ConnectorContext(staging_dir=staging, options={}))
                 schema = engine.register_source(
                     _base(side), table,
                     declared=schema_types(src.schema_),
@@ -248,13 +250,51 @@ class _Run:
                 not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in keys)
                 # SQL folds unquoted names to lower case, so that is the name match_sql sees.
                 engine.register_filtered(src.alias.lower(), _all(side), not_null)
-            self._progress(Stage.STAGING, (i + 1) / 2, source=src.alias)
+            self._progress(Stage.STAGING, 0.5 + (i + 1) / 4, source=src.alias)
         for side in Side:
             with translate(stage=Stage.STAGING.value, source=self.request.source(side).alias):
                 self._check_duplicates(engine, side)
         self._timed("staging", t)
 
     stage_csv: bool | None = None
+
+    def _open_sources(self) -> dict[Side, TableSource]:
+        """Open both sources at once and return what each connector made scannable.
+
+        A database read is mostly waiting on the server and the network, so reading the
+        two sides side by side roughly halves staging when both are remote. When one side
+        fails, the other is told to stop (:attr:`ConnectorContext.cancel`); the error
+        raised is the first real failure in side order, never the other side's
+        :class:`~kalla.errors.Cancelled`.
+        """
+        cancel = threading.Event()
+        done: list[Side] = []
+
+        def open_side(side: Side) -> TableSource:
+            src = self.request.source(side)
+            self._progress(Stage.STAGING, 0.0, source=src.alias)
+            try:
+                with translate(stage=Stage.STAGING.value, source=src.alias):
+                    connector = self.registry.for_uri(src.uri)
+                    ctx = ConnectorContext(
+                        staging_dir=self.writer.scratch / f"staging_{side.value}", cancel=cancel
+                    )
+                    table = connector.open(src, ctx)
+            except BaseException:
+                cancel.set()
+                raise
+            done.append(side)
+            self._progress(Stage.STAGING, len(done) / 4, source=src.alias)
+            return table
+
+        with ThreadPoolExecutor(max_workers=len(Side), thread_name_prefix="kalla-open") as pool:
+            futures = {side: pool.submit(open_side, side) for side in Side}
+            errors = [f.exception() for f in futures.values()]
+        real = [e for e in errors if e is not None and not isinstance(e, Cancelled)]
+        first = real[0] if real else next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+        return {side: f.result() for side, f in futures.items()}
 
     def _fits_in_memory(self, engine: Engine, table: TableSource) -> bool:
         if table.format == "csv" and table.object_store is None and self.stage_csv is not None:

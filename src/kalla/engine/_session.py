@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from datafusion import DataFrame, RuntimeEnvBuilder, SessionConfig, SessionContext, SQLOptions
 
 from ..connectors import ConnectorContext, ConnectorRegistry, TableSource, default_registry
+from ..connectors._staging import staging_writer
 from ..errors import JobInvalid, SchemaMismatch, TableNameInvalid
 from ..job import FilterCondition, JobSource
 from ..schema import ColumnSchema, schema_types
@@ -606,7 +607,7 @@ class Engine:
         )
         staging_dir.mkdir(parents=True, exist_ok=True)
         out = staging_dir / f"{name}.parquet"
-        with pq.ParquetWriter(out, columns.schema, compression="lz4") as writer:
+        with staging_writer(out, columns.schema) as writer:
             for batch in _csv.iter_text_batches(
                 source.paths, header, streaming=True, declared=declared
             ):
