@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import kalla
@@ -111,3 +112,54 @@ def test_failed_runs_are_published_and_may_be_retried(tmp_path: Path) -> None:
         retry.write_unmatched(Side.RIGHT, pa.table({"k": [3]}))
         done = retry.publish()
     assert store.metadata(rid) == done and done.status is RunStatus.COMPLETED
+
+
+def as_part_files(path: Path, sizes: list[int]) -> None:
+    """Rewrite a dataset file as a folder of part files, the way the Ray engine writes it:
+    ``part-NNNNN.parquet`` of ``sizes`` rows each (0 allowed), plus a killed writer's
+    hidden leftover that readers must skip."""
+    table = pq.read_table(path)
+    assert sum(sizes) == table.num_rows
+    path.unlink()
+    path.mkdir()
+    start = 0
+    for i, n in enumerate(sizes):
+        pq.write_table(table.slice(start, n), path / f"part-{i:05d}.parquet")
+        start += n
+    (path / ".part-00009.parquet.0123abcd.tmp").write_bytes(b"half a part")
+
+
+def test_a_dataset_may_be_a_folder_of_part_files(tmp_path: Path) -> None:
+    from kalla.engine._session import parquet_rows
+
+    store = EvidenceStore(tmp_path)
+    with store.init_run() as run:
+        run.write_matched(pa.table({"k": [1, 2, 3, 4, 5], "v": ["a", "b", "c", "d", "e"]}))
+        run.write_unmatched(Side.LEFT, pa.table({"k": [7, 8]}))
+        run.write_unmatched(Side.RIGHT, pa.table({"k": pa.array([], pa.int64())}))
+        meta = run.publish()
+    folder = Path(store.run_path(meta.run_id))
+    as_part_files(folder / "matched.parquet", [2, 0, 3])
+    as_part_files(folder / "unmatched_right.parquet", [0])
+    assert store.read_matched(meta.run_id).to_pydict() == {
+        "k": [1, 2, 3, 4, 5], "v": ["a", "b", "c", "d", "e"]
+    }  # fmt: skip
+    assert store.read_matched(meta.run_id, columns=["v"]).column_names == ["v"]
+    empty = store.read_unmatched(meta.run_id, Side.RIGHT)
+    assert empty.num_rows == 0 and empty.schema.names == ["k"]
+    assert store.read_unmatched(meta.run_id, Side.LEFT).column("k").to_pylist() == [7, 8]
+    assert parquet_rows(folder / "matched.parquet") == 5
+
+
+def test_a_failed_run_drops_folders_of_part_files(tmp_path: Path) -> None:
+    from kalla.evidence import RunWriter
+
+    store = EvidenceStore(tmp_path)
+    rid = uuid.uuid4()
+    run = store.init_run(rid)
+    writer: RunWriter = run._writer
+    writer.matched_path().mkdir()  # as the Ray engine makes them before its tasks write
+    pq.write_table(pa.table({"k": [1]}), writer.matched_path() / "part-00000.parquet")
+    failed = run.fail(kalla.ExecutionFailed("a Ray task failed"))
+    assert failed.status is RunStatus.FAILED
+    assert [p.name for p in Path(store.run_path(rid)).iterdir()] == ["metadata.json"]

@@ -115,3 +115,32 @@ def test_evidence_store_on_s3(s3: S3Server, tmp_path: Path) -> None:
         again.metadata(uuid.uuid4())
     # Settings never print their secrets.
     assert S3_SECRET_KEY not in repr(store) + repr(settings)
+
+
+def test_evidence_store_on_s3_reads_folders_of_part_files(s3: S3Server, tmp_path: Path) -> None:
+    from kalla.connectors.s3 import upload_run
+    from tests.test_evidence_store import as_part_files
+
+    settings = S3Settings(access_key_id=S3_ACCESS_KEY, secret_access_key=S3_SECRET_KEY,
+                          endpoint_url=s3.endpoint, allow_http=True)  # fmt: skip
+    local = EvidenceStore(tmp_path / "local")
+    with local.init_run() as run:
+        run.write_matched(pa.table({"pair": [1, 2, 3]}))
+        run.write_unmatched(Side.LEFT, pa.table({"id": ["L9"]}))
+        run.write_unmatched(Side.RIGHT, pa.table({"id": pa.array([], pa.string())}))
+        meta = run.publish()
+    folder = Path(local.run_path(meta.run_id))
+    as_part_files(folder / "matched.parquet", [1, 0, 2])
+    as_part_files(folder / "unmatched_right.parquet", [0])
+    root = f"s3://kalla-test/ev-{uuid.uuid4().hex[:8]}"
+    urls = upload_run(folder, f"{root}/runs/{meta.run_id}/", settings)
+    assert urls[-1].endswith("/metadata.json")
+    assert f"{root}/runs/{meta.run_id}/matched.parquet/part-00002.parquet" in urls
+    store = EvidenceStore(root, s3_settings=settings)
+    assert store.list_runs() == [meta]
+    assert store.read_matched(meta.run_id).column("pair").to_pylist() == [1, 2, 3]
+    assert store.read_matched(meta.run_id, columns=["pair"]).num_rows == 3
+    assert store.read_unmatched(meta.run_id, Side.LEFT).to_pylist() == [{"id": "L9"}]
+    empty = store.read_unmatched(meta.run_id, Side.RIGHT)
+    assert empty.num_rows == 0 and empty.schema.names == ["id"]
+    assert store.read_suggested(meta.run_id) is None  # neither an object nor a folder

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from benchmarks.generate import generate
 from kalla.distributed import RayOptions
 from kalla.engine import run_job
 from kalla.errors import BroadcastTooLarge, ClusterUnavailable, DuplicatePrimaryKey
+from kalla.evidence._store import dataset_files
 from tests.conftest import Workspace
 
 pytestmark = pytest.mark.xdist_group("ray")
@@ -32,7 +34,16 @@ def _request(recipe: Path | dict[str, Any], base: Path | None = None) -> kalla.J
     return loaded.to_job_request(run_id=uuid.uuid4())
 
 
+def _schema(path: str) -> pa.Schema:
+    """The one schema of a dataset: a Parquet file, or a folder whose parts all agree."""
+    schemas = [pq.read_schema(p).remove_metadata() for p in dataset_files(Path(path))]
+    assert schemas and all(s == schemas[0] for s in schemas), schemas
+    return schemas[0]
+
+
 def _answer(result: kalla.RunResult, keys: dict[str, list[str]]) -> dict[str, Any]:
+    """What a run answered, read from its evidence (each dataset a file or a folder of parts)."""
+
     def key(struct: dict[str, Any] | None) -> tuple[Any, ...]:
         return tuple(struct.values()) if struct else ()
 
@@ -48,6 +59,7 @@ def _answer(result: kalla.RunResult, keys: dict[str, list[str]]) -> dict[str, An
         "counts": (result.matched_count, result.unmatched_left_count, result.unmatched_right_count),
         "sides": {s: c.model_dump() for s, c in result.metadata.counts.items()},
         "rows": result.metadata.matched_rows,
+        "stored": (matched.num_rows, len(left), len(right)),  # a duplicated part would show
         "pairs": sorted(
             {(key(m["left_key"]), key(m["right_key"])) for m in matched.to_pylist()}, key=repr
         ),
@@ -55,7 +67,7 @@ def _answer(result: kalla.RunResult, keys: dict[str, list[str]]) -> dict[str, An
         "left": sorted((tuple(r.values()) for r in left), key=repr),
         "right": sorted((tuple(r.values()) for r in right), key=repr),
         "schemas": [
-            pq.read_schema(p).remove_metadata()
+            _schema(p)
             for p in (
                 result.output_paths.matched,
                 result.output_paths.unmatched_left,
@@ -148,7 +160,7 @@ def test_without_reasons_both_engines_write_plain_unmatched_records(
         ray_options=RayOptions(address=ray_cluster, partitions=2, chunk_rows=300),
     )  # fmt: skip
     for result in (local, ray_result):
-        assert "_reason" not in pq.read_schema(result.output_paths.unmatched_left).names
+        assert "_reason" not in _schema(result.output_paths.unmatched_left).names
     cols = {s: keys[s] for s in keys}
     assert sorted(
         pq.read_table(local.output_paths.unmatched_left, columns=cols["left"]).to_pylist(), key=repr
@@ -170,6 +182,8 @@ def test_composite_primary_keys_and_an_empty_side(ray_cluster: str, tmp_path: Pa
     local, distributed = _both(_request(recipe), tmp_path, ray_cluster)
     assert distributed == local
     assert local["counts"] == (0, 7, 0)
+    for name in ("matched.parquet", "unmatched_right.parquet"):  # no rows: one empty part
+        assert [p.name for p in (tmp_path / "ray" / name).iterdir()] == ["part-empty.parquet"]
 
 
 def test_duplicate_keys_are_found_across_buckets(ray_cluster: str, tmp_path: Path) -> None:
@@ -192,6 +206,7 @@ def test_broadcast_over_the_limit_is_refused(ray_cluster: str, tmp_path: Path) -
                 ray_options=RayOptions(address=ray_cluster, broadcast_limit=10))  # fmt: skip
     meta = kalla.evidence.read_metadata(tmp_path / "ray")
     assert meta is not None and meta.status == "failed" and meta.engine == "ray"
+    assert [p.name for p in (tmp_path / "ray").iterdir()] == ["metadata.json"]  # no part folders
 
 
 def test_unreachable_cluster_is_an_immediate_clear_error() -> None:
@@ -288,6 +303,8 @@ def test_a_worker_killed_mid_job_still_gives_the_right_answer(
     assert killed is not None, "no reduce task was seen running"
     assert "error" not in outcome, outcome.get("error")
     assert _answer(outcome["result"], keys) == expected
+    run_dir = Path(outcome["result"].run_dir)
+    assert not [p for p in run_dir.rglob(".*")], "a killed task's temporary file was published"
 
 
 def test_recipe_dict_with_reconcile_api(ray_cluster: str, tmp_path: Path) -> None:
@@ -340,3 +357,97 @@ def test_map_tasks_read_parquet_sources_themselves(
     keys = {s.value: request.keys(s) for s in kalla.Side}
     assert _answer(ray_result, keys) == _answer(local, keys)
     assert local.metadata.counts["left"].records < 3000  # the filter applied
+
+
+def _rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    return sorted((tuple(r.values()) for r in table.to_pylist()), key=repr)
+
+
+def test_reduce_tasks_write_evidence_as_one_dataset_of_part_files(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    from kalla import Engine, EvidenceStore
+
+    data = generate("batch", 1500, tmp_path / "data", seed=3)
+    raw = yaml.safe_load(data.recipe.read_text())
+    results = {}
+    for engine in ("local", "ray"):
+        recipe = kalla.Recipe.from_dict(raw, base_dir=data.directory)
+        results[engine] = kalla.reconcile(
+            recipe, output=tmp_path / engine, engine=engine, ray_address=ray_cluster
+        )
+    local, ray_run = results["local"], results["ray"]
+    stores = {e: EvidenceStore(tmp_path / e) for e in results}
+    for name in ("matched", "unmatched_left", "unmatched_right"):
+        path = Path(getattr(ray_run.output_paths, name))
+        parts = sorted(p.name for p in path.iterdir())
+        assert path.is_dir() and parts and all(p.startswith("part-") for p in parts), parts
+        assert _schema(str(path)) == _schema(getattr(local.output_paths, name))
+        expected = pq.read_table(getattr(local.output_paths, name))
+        assert _rows(pq.read_table(path)) == _rows(expected)
+        with Engine() as engine:  # DataFusion reads the folder as one table too
+            engine.register_uri("evidence", str(path))
+            assert engine.sql("SELECT count(*) AS n FROM evidence").column("n")[0].as_py() == (
+                expected.num_rows
+            )
+    store = stores["ray"]
+    assert _rows(store.read_matched(ray_run.run_id)) == _rows(
+        stores["local"].read_matched(local.run_id)
+    )
+    for side in kalla.Side:
+        assert _rows(store.read_unmatched(ray_run.run_id, side)) == _rows(
+            stores["local"].read_unmatched(local.run_id, side)
+        )
+    meta, expected_meta = store.metadata(ray_run.run_id), stores["local"].metadata(local.run_id)
+    fields = ("matched_count", "matched_rows", "unmatched_left_count", "unmatched_right_count")
+    assert [getattr(meta, f) for f in fields] == [getattr(expected_meta, f) for f in fields]
+    assert meta.counts == expected_meta.counts
+
+
+@pytest.mark.parametrize("case", ["composite", "no_equality"])
+def test_off_this_host_the_driver_writes_single_files(
+    ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    from kalla.distributed import _run
+
+    ws = Workspace(tmp_path)
+    ws.write("left.csv", _LEFT)
+    ws.write("right.csv", _RIGHT)
+    request = _request(ws.recipe(EDGE_SQL[case]))
+    monkeypatch.setattr(_run, "_one_host", lambda: False)  # as if the workers were elsewhere
+    local, distributed = _both(request, tmp_path, ray_cluster)
+    assert distributed == local
+    for name in ("matched.parquet", "unmatched_left.parquet", "unmatched_right.parquet"):
+        assert (tmp_path / "ray" / name).is_file()
+
+
+def test_a_reduce_task_run_again_replaces_its_part_files(tmp_path: Path) -> None:
+    from kalla.distributed._tasks import BucketResult, PartTarget, finish_parts, write_parts
+
+    schema = pa.schema([pa.field("k", pa.int64())])
+    folders = {name: tmp_path / name for name in ("matched", "left", "right")}
+    for folder in folders.values():
+        folder.mkdir()
+    target = PartTarget(
+        folders={n: str(f) for n, f in folders.items()}, schemas=dict.fromkeys(folders, schema)
+    )
+
+    def bucket() -> BucketResult:
+        return BucketResult(
+            matched=pa.table({"k": pa.array([1, 2], pa.int32())}),  # cast to the dataset's schema
+            unmatched={kalla.Side.LEFT: pa.table({"k": [3]}), kalla.Side.RIGHT: schema.empty_table()},
+            matched_keys=None, pairs=2, rows={"matched": 2, "left": 1, "right": 0},
+        )  # fmt: skip
+
+    # The first attempt was killed while writing: its temporary file is all that is left.
+    (folders["left"] / ".part-00004.parquet.0123456789ab.tmp").write_bytes(b"PAR1 half a part")
+    write_parts(bucket(), target, 4)
+    again = write_parts(bucket(), target, 4)  # Ray ran the task once more
+    assert again.matched.num_rows == 0 and again.rows == {"matched": 2, "left": 1, "right": 0}
+    finish_parts(target)
+    assert [p.name for p in folders["matched"].iterdir()] == ["part-00004.parquet"]
+    assert [p.name for p in folders["left"].iterdir()] == ["part-00004.parquet"]
+    assert [p.name for p in folders["right"].iterdir()] == ["part-empty.parquet"]
+    assert pq.read_table(folders["matched"]).column("k").to_pylist() == [1, 2]
+    assert pq.read_table(folders["left"]).column("k").to_pylist() == [3]
+    assert pq.read_table(folders["right"]).schema.remove_metadata() == schema

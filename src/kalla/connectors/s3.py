@@ -311,10 +311,10 @@ def published_status(dest: str, settings: S3Settings | None = None) -> str | Non
 def upload_run(local_dir: Path, dest: str, settings: S3Settings | None = None) -> list[str]:
     """Upload a published local run folder to ``s3://bucket/prefix/``; returns the object URLs.
 
-    Data files go first and ``metadata.json`` last, so a reader that waits for
-    ``metadata.json`` (as for local runs) never sees a half-uploaded run. Each object is
-    written whole (S3 ``PUT`` is atomic per object; large files go up as a multipart upload
-    that becomes visible only when complete).
+    Data files go first (folders of part files too, recursively) and ``metadata.json`` last,
+    so a reader that waits for ``metadata.json`` (as for local runs) never sees a
+    half-uploaded run. Each object is written whole (S3 ``PUT`` is atomic per object; large
+    files go up as a multipart upload that becomes visible only when complete).
     """
     settings = settings or S3Settings.from_env()
     loc = parse_s3_uri(dest if dest.endswith("/") else dest + "/")

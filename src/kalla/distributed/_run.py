@@ -4,13 +4,19 @@ The driver stages the sources exactly as a local run does (same connectors, filt
 inference, global duplicate-key check), then streams each side in chunks into Ray's
 object store. In HASH mode map tasks bucket the chunks by the join keys and one reduce
 task per bucket runs ``match_sql`` on its bucket pair; in BROADCAST / SINGLE mode the
-larger side's chunks are the buckets and the smaller side goes to every task. The driver
-writes each bucket's results into the evidence files as they arrive, so it holds one
-bucket at a time. Ray retries a task whose worker dies and rebuilds lost map outputs.
+larger side's chunks are the buckets and the smaller side goes to every task.
+
+When every Ray node runs on this machine, each reduce task writes its bucket's evidence
+itself, as part files in the run's unpublished folder, so ``matched.parquet`` and the
+unmatched datasets are folders of parts and the driver only adds up counts. Otherwise the
+driver writes each bucket's results into single files as they arrive, holding one bucket
+at a time. Ray retries a task whose worker dies and rebuilds lost map outputs; a retried
+reduce task replaces its part files (see :func:`._tasks.write_parts`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +30,7 @@ from ..engine import Engine
 from ..engine._reasons import never_offered, reason_fields, unmatched_query
 from ..engine._reconcile import ProgressFn, _all, _Run
 from ..engine._rules import RuleOutput
+from ..engine._session import parquet_rows
 from ..errors import BroadcastTooLarge, ExecutionFailed, KallaError, MatchSqlUnsupported
 from ..evidence import RunResult, RunStatus, SideCounts
 from ..job import JobRequest, Side
@@ -36,17 +43,23 @@ from ._plan import JoinPlan, Mode, plan_join
 from ._tasks import (
     BucketResult,
     MapSpec,
+    PartTarget,
     ReadSpec,
     ReduceSpec,
     bucket_chunk,
+    finish_parts,
     match_bucket,
     plan_reads,
     read_chunk,
+    write_parts,
 )
 
 __all__ = ["run_job_ray"]
 
 _RETRIES = 3
+#: Part files the driver itself writes, next to the reduce tasks' ``part-NNNNN.parquet``.
+_NEVER_OFFERED_PART = "part-never-offered.parquet"
+_BROADCAST_PART = "part-broadcast.parquet"
 
 
 def run_job_ray(
@@ -87,12 +100,14 @@ def _map_task(
     return bucket_chunk(spec, chunk)
 
 
-def _reduce_task(spec: ReduceSpec, n_left: int, *parts: pa.Table) -> BucketResult:
-    return match_bucket(spec, {Side.LEFT: list(parts[:n_left]), Side.RIGHT: list(parts[n_left:])})
+def _reduce_task(spec: ReduceSpec, bucket: int, n_left: int, *parts: pa.Table) -> BucketResult:
+    result = match_bucket(spec, {Side.LEFT: list(parts[:n_left]), Side.RIGHT: list(parts[n_left:])})
+    return result if spec.parts is None else write_parts(result, spec.parts, bucket)
 
 
 def _one_host() -> bool:
-    """Whether every Ray node runs on this machine, so workers can read the driver's files."""
+    """Whether every Ray node runs on this machine, so workers can read the driver's files
+    and write into its run folder."""
     import ray
 
     here = ray.util.get_node_ip_address()
@@ -178,16 +193,21 @@ class _RayRun(_Run):
             s: pa.schema([*schemas[s], *reason_fields(s, sides, explain)]) for s in Side
         }
         self._side_tables = sides
-        self._writers = {
-            "matched": pq.ParquetWriter(self.writer.matched_path(), out_schema, compression="zstd"),
-            **{
-                s.value: pq.ParquetWriter(
-                    self.writer.unmatched_path(s), unmatched_schemas[s], compression="zstd"
-                )
-                for s in Side
-            },
-        }
         self._schemas = {"matched": out_schema, **{s.value: unmatched_schemas[s] for s in Side}}
+        self._paths = {
+            "matched": self.writer.matched_path(),
+            **{s.value: self.writer.unmatched_path(s) for s in Side},
+        }
+        self._parts = self._part_target()
+        spec = dataclasses.replace(spec, parts=self._parts)
+        self._writers: dict[str, pq.ParquetWriter] = (
+            {}
+            if self._parts is not None
+            else {
+                name: pq.ParquetWriter(path, self._schemas[name], compression="zstd")
+                for name, path in self._paths.items()
+            }
+        )
         self._unmatched_rows = {s: 0 for s in Side}
         try:
             if plan.mode is Mode.HASH:
@@ -213,6 +233,8 @@ class _RayRun(_Run):
                 w.close()
         if broadcast is not None:
             self._broadcast_unmatched(engine, broadcast, keys)
+        if self._parts is not None:
+            self._finish_parts(rows)
         self._timed("matching", t)
         self._progress(Stage.MATCHING, 1.0, matched_count=pairs)
         return pairs, rows
@@ -223,9 +245,39 @@ class _RayRun(_Run):
             df = df.with_column_renamed(key_column(side), f"{side.value}_key")
         return pa.schema([*df.schema(), pa.field("rule", pa.string(), nullable=False)])
 
+    def _part_target(self) -> PartTarget | None:
+        """Folders for the reduce tasks' part files, when they can write into the run folder."""
+        if not _one_host():
+            return None
+        for path in self._paths.values():
+            path.mkdir()
+        return PartTarget(
+            folders={name: str(path) for name, path in self._paths.items()}, schemas=self._schemas
+        )
+
     def _write(self, name: str, table: pa.Table) -> None:
-        if table.num_rows:
-            self._writers[name].write_table(table.cast(self._schemas[name]))
+        """Write rows the driver holds: into the single file, or into its own part file."""
+        if not table.num_rows:
+            return
+        writer = self._writers.get(name)
+        if writer is None:  # part files: the records never offered to the match
+            path = self._paths[name] / _NEVER_OFFERED_PART
+            writer = pq.ParquetWriter(path, self._schemas[name], compression="zstd")
+            self._writers[name] = writer
+        writer.write_table(table.cast(self._schemas[name]))
+
+    def _finish_parts(self, matched_rows: int) -> None:
+        """Tidy the part folders, then check they hold exactly the rows the tasks reported."""
+        assert self._parts is not None
+        finish_parts(self._parts)
+        expected = {"matched": matched_rows, **{s.value: self._unmatched_rows[s] for s in Side}}
+        found = {name: parquet_rows(path) for name, path in self._paths.items()}
+        if found != expected:  # e.g. a worker that wrote somewhere the driver cannot see
+            raise ExecutionFailed(
+                f"the reduce tasks' part files hold {found} rows, but the tasks reported "
+                f"{expected}",
+                stage="matching",
+            )
 
     def _hash(self, engine: Engine, plan: JoinPlan, spec: ReduceSpec) -> list[Any]:
         import ray
@@ -251,7 +303,7 @@ class _RayRun(_Run):
         for b in range(n):
             left = [refs[b + 1] for refs in outputs[Side.LEFT]]
             right = [refs[b + 1] for refs in outputs[Side.RIGHT]]
-            results.append(reducer.remote(spec, len(left), *left, *right))
+            results.append(reducer.remote(spec, b, len(left), *left, *right))
         for side in Side:  # records that can never match go straight to unmatched
             for refs in outputs[side]:
                 table = never_offered(
@@ -299,9 +351,9 @@ class _RayRun(_Run):
         groups = groups or [spec.schemas[big].empty_table()]
         reducer = _remote(_reduce_task)
         results = []
-        for group in groups:
+        for b, group in enumerate(groups):
             parts = {big: ray.put(group), small: small_ref}
-            results.append(reducer.remote(spec, 1, parts[Side.LEFT], parts[Side.RIGHT]))
+            results.append(reducer.remote(spec, b, 1, parts[Side.LEFT], parts[Side.RIGHT]))
         return small, results
 
     def _collect(self, pending: list[Any], total: int) -> tuple[int, int, list[pa.Table]]:
@@ -313,12 +365,12 @@ class _RayRun(_Run):
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             result: BucketResult = ray.get(ready[0])
-            self._write("matched", result.matched)
-            rows += result.matched.num_rows
+            self._write("matched", result.matched)  # empty when the task wrote a part file
+            rows += result.rows["matched"]
             pairs += result.pairs
             for side, table in result.unmatched.items():
                 self._write(side.value, table)
-                self._unmatched_rows[side] += table.num_rows
+                self._unmatched_rows[side] += result.rows[side.value]
             if result.matched_keys is not None:
                 keys.append(result.matched_keys)
             done += 1
@@ -336,7 +388,9 @@ class _RayRun(_Run):
         engine.register_arrow(
             name, pa.concat_tables(found) if found else schema.empty_table(), schema
         )
-        path = self.writer.unmatched_path(side)
+        path = self._paths[side.value]
+        if self._parts is not None:  # the folder's one part: no task writes this side
+            path = path / _BROADCAST_PART
         query = unmatched_query(
             engine, side, records={s: _all(s) for s in Side}, matched=name,
             rules=[single_rule(self.request.match_sql or "")],
@@ -344,7 +398,7 @@ class _RayRun(_Run):
             scratch=self.writer.scratch, explain=self.request.explain_unmatched,
         )  # fmt: skip
         engine.write_parquet(engine.dataframe(query), path)
-        self._unmatched_rows[side] = pq.ParquetFile(path).metadata.num_rows
+        self._unmatched_rows[side] = parquet_rows(path)
 
     # --- counts -------------------------------------------------------------------------------
 

@@ -3,11 +3,18 @@
 Both are plain functions over Arrow tables, so they can be tested without Ray; ``_run``
 wraps them as remote tasks. Each runs DataFusion through :class:`kalla.engine.Engine`
 with one thread: Ray gives each task one CPU, and the parallelism is the buckets.
+
+A reduce task may write its bucket's evidence itself (:func:`write_parts`): one part file
+per dataset, ``part-{bucket:05d}.parquet``, written under a hidden temporary name and
+renamed into place, so a task Ray runs again replaces its part instead of adding one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +33,16 @@ from ._plan import KEY_PREFIX
 __all__ = [
     "BucketResult",
     "MapSpec",
+    "PartTarget",
     "ReadSpec",
     "ReduceSpec",
     "bucket_chunk",
+    "finish_parts",
     "match_bucket",
     "plan_reads",
     "read_chunk",
+    "write_part",
+    "write_parts",
 ]
 
 _BUCKET = "__kalla_bucket"
@@ -144,6 +155,18 @@ def read_chunk(read: ReadSpec, schema: pa.Schema) -> pa.Table:
 
 
 @dataclass(frozen=True)
+class PartTarget:
+    """Where reduce tasks write their evidence as part files, and the one schema of each.
+
+    Keys are the datasets: ``"matched"``, ``"left"``, ``"right"`` (unmatched records).
+    Folders are absolute paths in the run's unpublished folder, created by the driver.
+    """
+
+    folders: dict[str, str]
+    schemas: dict[str, pa.Schema]
+
+
+@dataclass(frozen=True)
 class ReduceSpec:
     """How to match one bucket pair."""
 
@@ -154,16 +177,23 @@ class ReduceSpec:
     schemas: dict[Side, pa.Schema]
     broadcast: Side | None = None  # that side's matched keys come back instead of its unmatched
     explain: bool = True  # add the reason columns to unmatched records
+    parts: PartTarget | None = None  # write the evidence as part files instead of returning it
 
 
 @dataclass
 class BucketResult:
-    """One bucket's evidence: matched rows, unmatched records, distinct pairs."""
+    """One bucket's evidence: matched rows, unmatched records, distinct pairs.
+
+    ``rows`` counts each dataset's rows (``"matched"``, ``"left"``, ``"right"``; the
+    broadcast side's unmatched records are not a bucket's to say). Once the bucket is
+    written as part files (:func:`write_parts`) the tables are empty and ``rows`` remains.
+    """
 
     matched: pa.Table
     unmatched: dict[Side, pa.Table]
     matched_keys: pa.Table | None
     pairs: int
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def match_bucket(spec: ReduceSpec, parts: dict[Side, list[pa.Table]]) -> BucketResult:
@@ -214,9 +244,56 @@ def match_bucket(spec: ReduceSpec, parts: dict[Side, list[pa.Table]]) -> BucketR
                 explain=spec.explain,
             )  # fmt: skip
             unmatched[side] = _plain(engine.dataframe(query).to_arrow_table())
+    rows = {"matched": matched.num_rows, **{s.value: t.num_rows for s, t in unmatched.items()}}
     return BucketResult(
-        matched=matched, unmatched=unmatched, matched_keys=matched_keys, pairs=pairs
+        matched=matched, unmatched=unmatched, matched_keys=matched_keys, pairs=pairs, rows=rows
     )
+
+
+def write_part(table: pa.Table, folder: str | Path, name: str, schema: pa.Schema) -> None:
+    """Write ``table`` as ``folder/name`` with exactly ``schema``, atomically.
+
+    The file is written under a hidden temporary name (which readers skip) and renamed
+    over ``name``: a reader, or a retried task, never sees half a part. The folder must
+    exist: a task still running after its run was given up cannot recreate it.
+    """
+    import pyarrow.parquet as pq
+
+    final = Path(folder) / name
+    tmp = final.with_name(f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            pq.write_table(table.cast(schema), fh, compression="zstd")
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parts(result: BucketResult, target: PartTarget, bucket: int) -> BucketResult:
+    """Write a bucket's non-empty datasets as ``part-{bucket:05d}.parquet`` files; return
+    the result without its tables (their row counts stay in ``rows``)."""
+    tables = {"matched": result.matched, **{s.value: t for s, t in result.unmatched.items()}}
+    part = f"part-{bucket:05d}.parquet"
+    for name, table in tables.items():
+        if table.num_rows:
+            write_part(table, target.folders[name], part, target.schemas[name])
+    return dataclasses.replace(
+        result,
+        matched=result.matched.schema.empty_table(),
+        unmatched={s: t.schema.empty_table() for s, t in result.unmatched.items()},
+    )
+
+
+def finish_parts(target: PartTarget) -> None:
+    """After every task is done: drop temporary files a killed task left behind, and give
+    a dataset with no part one empty part, so that it still reads with its schema."""
+    for name, folder in target.folders.items():
+        path, schema = Path(folder), target.schemas[name]
+        for leftover in path.glob(".part-*.tmp"):
+            leftover.unlink(missing_ok=True)
+        if not any(path.glob("part-*.parquet")):
+            write_part(schema.empty_table(), path, "part-empty.parquet", schema)
 
 
 def _plain_type(t: pa.DataType) -> pa.DataType:

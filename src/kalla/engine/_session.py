@@ -26,6 +26,7 @@ from datafusion import DataFrame, RuntimeEnvBuilder, SessionConfig, SessionConte
 from ..connectors import ConnectorContext, ConnectorRegistry, TableSource, default_registry
 from ..connectors._staging import staging_writer
 from ..errors import JobInvalid, SchemaMismatch, TableNameInvalid
+from ..evidence._store import dataset_rows
 from ..job import FilterCondition, JobSource
 from ..schema import ColumnSchema, schema_types
 from ..side import Side
@@ -767,8 +768,8 @@ def _check_declared(name: str, header: list[str], declared: dict[str, pa.DataTyp
 
 
 def parquet_rows(path: Path) -> int:
-    """Row count of a Parquet file from its footer (no scan)."""
-    return pq.ParquetFile(path).metadata.num_rows
+    """Row count of a Parquet file, or of a folder of part files, from the footers (no scan)."""
+    return dataset_rows(path)
 
 
 def _csv_target(source: TableSource) -> str | list[str | Path]:

@@ -3,6 +3,8 @@
 A root holds one folder per run, ``{root}/runs/{run_id}/``, with ``matched.parquet``,
 ``unmatched_left.parquet``, ``unmatched_right.parquet`` (``suggested.parquet`` when rules
 suggested pairs) and ``metadata.json``. The root is a local folder or ``s3://bucket/prefix``.
+Each dataset is one Parquet file, or a folder of part files with one schema (runs of the
+Ray engine); the readers here return either as one table.
 
 Writing goes through the engine's own atomic publisher, :class:`RunWriter`: files are
 written into a hidden folder that is renamed into place with ``metadata.json`` last, so a
@@ -36,7 +38,7 @@ from ..errors import (
 )
 from ..side import Side
 from ._models import MATCHED, METADATA, SUGGESTED, UNMATCHED, RunMetadata, RunStatus
-from ._store import RunWriter
+from ._store import RunWriter, dataset_rows
 
 if TYPE_CHECKING:
     from ..connectors.s3 import S3Settings
@@ -132,7 +134,8 @@ class EvidenceStore:
         return RunMetadata.model_validate_json(text)
 
     def read_matched(self, run_id: uuid.UUID | str, columns: list[str] | None = None) -> pa.Table:
-        """The matched pairs of a completed run (``matched.parquet``)."""
+        """The matched pairs of a completed run (``matched.parquet``, a file or a folder of
+        part files)."""
         return self._read_table(run_id, MATCHED, columns)
 
     def read_unmatched(
@@ -164,7 +167,7 @@ class EvidenceStore:
         key = f"{RUNS}/{rid}/{name}"
         try:
             if self._s3:
-                return pq.read_table(pa.BufferReader(self._s3.read(key)), columns=columns)
+                return self._s3.read_table(key, columns)
             return pq.read_table(Path(self.root) / key, columns=columns)
         except (SourceNotFound, FileNotFoundError):
             raise RunNotFound(
@@ -326,9 +329,9 @@ class EvidenceRun:
                 f"run {self.run_id}: a completed run needs {missing}; write them first"
             )
         counts = {
-            "matched_rows": _rows(self._writer.matched_path()),
-            "unmatched_left_count": _rows(self._writer.unmatched_path(Side.LEFT)),
-            "unmatched_right_count": _rows(self._writer.unmatched_path(Side.RIGHT)),
+            "matched_rows": dataset_rows(self._writer.matched_path()),
+            "unmatched_left_count": dataset_rows(self._writer.unmatched_path(Side.LEFT)),
+            "unmatched_right_count": dataset_rows(self._writer.unmatched_path(Side.RIGHT)),
         }
         counts["matched_count"] = counts["matched_rows"]
         return self._publish(RunStatus.COMPLETED, {**counts, **_set(self._fields)})
@@ -382,10 +385,6 @@ def _set(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None or k == "recipe_id"}
 
 
-def _rows(path: Path) -> int:
-    return int(pq.ParquetFile(path).metadata.num_rows)
-
-
 class _S3Root:
     """An evidence root on S3: listing, reading and uploading with obstore."""
 
@@ -414,6 +413,36 @@ class _S3Root:
 
         with _store_errors(f"cannot read {self.loc.url(self.loc.key + key)}", self.settings):
             return bytes(obstore.get(self.store, self.loc.key + key).bytes())
+
+    def read_table(self, key: str, columns: list[str] | None) -> pa.Table:
+        """A dataset: the object ``key``, or else the part files under ``key/``."""
+        try:
+            return pq.read_table(pa.BufferReader(self.read(key)), columns=columns)
+        except SourceNotFound:
+            parts = self.part_keys(key + "/")
+            if not parts:
+                raise
+        tables = [pq.read_table(pa.BufferReader(self.read(k)), columns=columns) for k in parts]
+        return pa.concat_tables(tables)
+
+    def part_keys(self, prefix: str) -> list[str]:
+        """Keys (relative to the root) of the Parquet parts directly under ``prefix``."""
+        import obstore
+
+        from ..connectors.s3 import _store_errors
+
+        full = self.loc.key + prefix
+        with _store_errors(f"cannot list {self.loc.url(full)}", self.settings):
+            keys = [
+                m["path"]
+                for chunk in obstore.list(self.store, prefix=full, chunk_size=1000)
+                for m in chunk
+            ]
+        names = [k[len(full) :] for k in keys]
+        return sorted(
+            prefix + n for n in names
+            if "/" not in n and n.endswith(".parquet") and not n.startswith((".", "_"))
+        )  # fmt: skip
 
     def metadata_texts(self) -> list[str]:
         import obstore

@@ -32,7 +32,8 @@ class RunStatus(StrEnum):
 
 
 class OutputPaths(BaseModel):
-    """Where a run's three datasets are (each a Parquet file)."""
+    """Where a run's three datasets are (each a Parquet file, or a folder of Parquet part
+    files with one schema)."""
 
     matched: str
     unmatched_left: str

@@ -3,6 +3,11 @@
 Files are written into a hidden sibling folder and renamed into place only once
 everything (``metadata.json`` last) is on disk. A completed run is never
 overwritten; a failed one may be replaced by a new attempt with the same run_id.
+
+Each dataset (``matched.parquet``, …) is one Parquet file, or a folder of Parquet part
+files with one schema (the Ray engine's reduce tasks write their own parts); both read as
+one table with ``pyarrow.parquet.read_table`` or DataFusion, and :func:`dataset_files`
+lists either.
 """
 
 from __future__ import annotations
@@ -13,11 +18,29 @@ import shutil
 import uuid
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from ..errors import EvidenceExists, EvidenceWriteFailed
 from ..job import Side
 from ._models import MATCHED, METADATA, SUGGESTED, UNMATCHED, OutputPaths, RunMetadata, RunStatus
 
-__all__ = ["RunWriter", "read_metadata"]
+__all__ = ["RunWriter", "dataset_files", "dataset_rows", "read_metadata"]
+
+
+def dataset_files(path: Path) -> list[Path]:
+    """The Parquet files of one dataset: the file itself, or a folder's part files in name
+    order (``*.parquet``, skipping hidden ``.``/``_`` names as pyarrow does)."""
+    if not path.is_dir():
+        return [path]
+    return sorted(
+        p for p in path.iterdir()
+        if p.suffix == ".parquet" and not p.name.startswith((".", "_")) and p.is_file()
+    )  # fmt: skip
+
+
+def dataset_rows(path: Path) -> int:
+    """Rows of a dataset (a Parquet file or a folder of parts), from the footers: no scan."""
+    return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in dataset_files(path))
 
 
 def read_metadata(run_dir: Path) -> RunMetadata | None:
@@ -74,7 +97,7 @@ class RunWriter:
             shutil.rmtree(self.scratch, ignore_errors=True)
             if metadata.status is RunStatus.FAILED:
                 for name in (MATCHED, SUGGESTED, *UNMATCHED.values()):
-                    (self.tmp / name).unlink(missing_ok=True)
+                    _remove(self.tmp / name)
             _write_json(self.tmp / METADATA, metadata.model_dump_json(indent=2))
             _fsync_dir(self.tmp)
             self._swap_in()
@@ -108,6 +131,14 @@ def _status(run_dir: Path) -> RunStatus | None:
         return RunStatus(meta.get("status"))
     except (OSError, ValueError):
         return None if not run_dir.exists() else RunStatus.FAILED
+
+
+def _remove(path: Path) -> None:
+    """Remove a dataset: a file, or a folder of part files."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, text: str) -> None:
