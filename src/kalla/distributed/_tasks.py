@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datafusion import lit
@@ -45,7 +46,8 @@ __all__ = [
     "write_parts",
 ]
 
-_BUCKET = "__kalla_bucket"
+_DIGEST = "__kalla_digest"
+_DEAD = "__kalla_dead"
 _MATCHED = "__kalla_matched"
 
 
@@ -62,38 +64,46 @@ class MapSpec:
 
 
 def _bucket_sql(spec: MapSpec) -> str:
-    """One bucket number per row, in row order: -1 for rows that can never match."""
+    """Per row, in row order: a digest of its join keys, and whether it can never match."""
     keys = [quote(f"{KEY_PREFIX}{n}") for n in range(spec.key_count)]
     # Equal keys must give equal text: the plan already cast both sides to a common type.
     text = ", chr(31), ".join(f"coalesce(CAST({k} AS VARCHAR), '')" for k in keys)
-    # The digest is computed once per row (an inner projection); five of its hex digits,
-    # read as a number, spread keys evenly over the buckets.
-    mix = " + ".join(
-        f"(strpos('0123456789abcdef', substr(__kalla_digest, {i + 1}, 1)) - 1) * {16 ** (4 - i)}"
-        for i in range(5)
-    )
     dead = [f"t.{quote(k)} IS NULL" for k in spec.primary_key]
     if not spec.nulls_match:  # NULL = anything is never true: such rows cannot match
         dead += [f"t.{k} IS NULL" for k in keys]
     flags = " OR ".join(dead)
+    # BLAKE3: the fastest digest DataFusion has (about 4x md5 here), the same everywhere.
     return (
-        f"SELECT CASE WHEN __kalla_dead THEN -1 ELSE CAST(({mix}) % {spec.buckets} AS INT) END "
-        f"AS {_BUCKET} FROM (SELECT md5(concat({text}, '')) AS __kalla_digest, "
-        f"({flags}) AS __kalla_dead FROM ({spec.key_sql}) t)"
+        f"SELECT digest(concat({text}, ''), 'blake3') AS {_DIGEST}, ({flags}) AS {_DEAD} "
+        f"FROM ({spec.key_sql}) t"
     )
+
+
+def _bucket_numbers(digests: pa.Array, dead: pa.Array, buckets: int) -> pa.Array:
+    """Bucket of each row: its digest's first 8 bytes (little-endian) modulo ``buckets``;
+    -1 for rows that can never match."""
+    fixed = digests.cast(pa.binary(32))
+    raw = np.frombuffer(fixed.buffers()[1], dtype=np.uint8).reshape(-1, 32)
+    raw = raw[fixed.offset : fixed.offset + len(fixed)]
+    numbers = (np.ascontiguousarray(raw[:, :8]).view("<u8").ravel() % buckets).astype(np.int32)
+    numbers[dead.to_numpy(zero_copy_only=False)] = -1
+    return pa.array(numbers, pa.int32())
 
 
 def bucket_chunk(spec: MapSpec, chunk: pa.Table) -> list[pa.Table]:
     """Split ``chunk`` into ``[never matchable, bucket 0, …, bucket N-1]``, original columns.
 
-    DataFusion computes only the bucket numbers (one partition, so in row order); the rows
-    are then grouped by a stable sort on those numbers, which moves each row once.
+    DataFusion computes the key digests (one partition, so in row order); the rows are
+    then grouped by a stable sort on the bucket numbers, which moves each row once.
     """
     with Engine(target_partitions=1) as engine:
         engine.register_arrow(spec.table, chunk, chunk.schema)
-        bucket = pa.chunked_array(
-            engine.dataframe(_bucket_sql(spec)).to_arrow_table().column(_BUCKET), pa.int32()
-        ).combine_chunks()
+        digested = engine.dataframe(_bucket_sql(spec)).to_arrow_table()
+    bucket = _bucket_numbers(
+        digested.column(_DIGEST).combine_chunks(),
+        pc.fill_null(digested.column(_DEAD), False).combine_chunks(),
+        spec.buckets,
+    )
     if len(bucket) != chunk.num_rows:  # pragma: no cover - a broken invariant, never silent
         raise RuntimeError("bucketing lost rows")
     order = pc.sort_indices(bucket)
