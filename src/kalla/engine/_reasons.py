@@ -132,11 +132,13 @@ def reasons_table(
         f"get_field(key, {_lit(k)}) AS {quote(f'k{j}')}" for j, k in enumerate(sides[side].keys)
     )
     kcols = ", ".join(quote(f"k{j}") for j in range(len(sides[side].keys)))
-    # Each record's first row in (prio, ri, difference, other key) order. Window functions
-    # and DISTINCT ON cost a per-record overhead (one tiny partition each); instead, one
-    # sortable text per row, its minimum per record (a plain hash aggregate), and a join
-    # back. The closest candidate stays flat (c_*) through the join with the unmatched
-    # records and becomes a struct only after it.
+    # Each record's first row in (prio, ri, difference, other key) order. Most records have
+    # one row (one near miss, or one reason); only those with several need ranking. Window
+    # functions and DISTINCT ON cost a per-record overhead in DataFusion (one tiny partition
+    # each), ordered first_value ~10x more; so: the rows, written once; the few keys with
+    # several rows, written once; one row per key for the rest as they are, and for those
+    # keys the minimum of one sortable text per row, joined back. The closest candidate stays
+    # flat (c_*) through the join with the unmatched records and becomes a struct after it.
     rank = " || ".join(
         [
             "lpad(CAST(prio AS VARCHAR), 6, '0')",
@@ -148,24 +150,37 @@ def reasons_table(
             ),
         ]
     )
-    # Written once: the query below reads it twice, and planning it twice would compute
-    # the near-miss joins twice.
-    ranked_path = scratch / f"reasons_{side.value}.parquet"
+    rows_path = scratch / f"reasons_{side.value}.parquet"
+    engine.write_parquet(engine.dataframe(f"SELECT {keys}, * FROM ({union})"), rows_path)
+    rows = f"{tag}_rows"
+    engine.register_file(rows, rows_path)
+    several_path = scratch / f"reasons_{side.value}_several.parquet"
     engine.write_parquet(
-        engine.dataframe(f"SELECT {keys}, *, {rank} AS __kalla_rank FROM ({union})"), ranked_path
+        engine.dataframe(f"SELECT {kcols} FROM {rows} GROUP BY {kcols} HAVING count(*) > 1"),
+        several_path,
     )
-    ranked = f"{tag}_ranked"
-    engine.register_file(ranked, ranked_path)
-    on = " AND ".join(
-        f"u.{quote(f'k{j}')} = b.{quote(f'k{j}')}" for j in range(len(sides[side].keys))
-    )
+    several = f"{tag}_several"
+    engine.register_file(several, several_path)
+
+    def on(other: str) -> str:
+        return " AND ".join(
+            f"u.{quote(f'k{j}')} = {other}.{quote(f'k{j}')}" for j in range(len(sides[side].keys))
+        )
+
     ucols = ", ".join(f"u.{quote(f'k{j}')}" for j in range(len(sides[side].keys)))
+    picked = (
+        "u.reason AS _reason, u.rule AS c_rule, u.other_key AS c_key, "
+        "u.predicate AS c_predicate, u.difference AS c_difference"
+    )
+    ranked = (
+        f"SELECT u.*, {rank} AS __kalla_rank FROM {rows} u LEFT SEMI JOIN {several} m ON {on('m')}"
+    )
     query = (
-        f"SELECT {ucols}, "
-        f"u.reason AS _reason, u.rule AS c_rule, u.other_key AS c_key, "
-        f"u.predicate AS c_predicate, u.difference AS c_difference "
-        f"FROM {ranked} u JOIN (SELECT {kcols}, min(__kalla_rank) AS __kalla_best "
-        f"FROM {ranked} GROUP BY {kcols}) b ON {on} AND u.__kalla_rank = b.__kalla_best"
+        f"SELECT {ucols}, {picked} FROM {rows} u LEFT ANTI JOIN {several} m ON {on('m')} "
+        f"UNION ALL "
+        f"SELECT {ucols}, {picked} FROM ({ranked}) u "
+        f"JOIN (SELECT {kcols}, min(__kalla_rank) AS __kalla_best FROM ({ranked}) "
+        f"GROUP BY {kcols}) b ON {on('b')} AND u.__kalla_rank = b.__kalla_best"
     )
     engine.replace_view(tag, query)
     return tag
