@@ -16,6 +16,7 @@ from kalla.connectors import ConnectorContext
 from kalla.connectors._bq_types import BqColumn, row_restriction
 from kalla.connectors.bigquery import BigQueryConnector, BigQuerySettings, parse_bq_uri
 from kalla.errors import (
+    Cancelled,
     ConnectionFailed,
     FilterInvalid,
     SchemaMismatch,
@@ -237,3 +238,14 @@ def test_preview_unreachable_endpoint_fails_fast(tmp_path: Path) -> None:
     ctx = ConnectorContext(staging_dir=tmp_path, options={"bigquery_settings": settings})
     with pytest.raises(ConnectionFailed, match=r"kalla-test\.d\.t"):
         BigQueryConnector().preview(src, 5, ctx)
+
+
+def test_a_cancelled_read_stops_with_cancelled(
+    bq: BqEmulator, types_uri: str, tmp_path: Path
+) -> None:
+    """When the run no longer needs the table (the other source failed), the read stops."""
+    src = JobSource(alias="src", uri=types_uri)
+    ctx = ConnectorContext(staging_dir=tmp_path, options={"bigquery_settings": bq.settings()})
+    ctx.cancel.set()
+    with pytest.raises(Cancelled, match="src"):
+        BigQueryConnector().open(src, ctx)

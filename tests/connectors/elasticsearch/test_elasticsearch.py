@@ -16,7 +16,13 @@ import pytest
 from kalla import preview_source
 from kalla.connectors import ConnectorContext
 from kalla.connectors.elasticsearch import ElasticsearchConnector, parse_es_uri
-from kalla.errors import FilterInvalid, SourceNotFound, SourceReadFailed, SourceUriInvalid
+from kalla.errors import (
+    Cancelled,
+    FilterInvalid,
+    SourceNotFound,
+    SourceReadFailed,
+    SourceUriInvalid,
+)
 from kalla.job import FilterCondition, JobSource
 from tests.connectors.elasticsearch.server import EsServer
 
@@ -230,3 +236,12 @@ def test_preview_source_on_elasticsearch(
     with pytest.raises(FilterInvalid) as err2:
         preview_source(es.uri(trap), filters=[{"column": "qty", "op": "eq", "value": "x"}])
     assert SECRET not in str(err2.value)
+
+
+def test_a_cancelled_read_stops_with_cancelled(es: EsServer, index: str, tmp_path: Path) -> None:
+    """When the run no longer needs the index (the other source failed), the read stops."""
+    src = JobSource(alias="src", uri=es.uri(index))
+    ctx = ConnectorContext(staging_dir=tmp_path)
+    ctx.cancel.set()
+    with pytest.raises(Cancelled, match="src"):
+        ElasticsearchConnector().open(src, ctx)
