@@ -114,6 +114,8 @@ class _Run:
         self.request = request
         self.memory_limit = memory_limit
         self.progress_fn = progress
+        # Sources open on two threads; a progress callback is never called by both at once.
+        self._progress_lock = threading.Lock()
         self.registry = registry
         self.started = datetime.now(UTC)
         self.durations: dict[str, float] = {}
@@ -132,7 +134,7 @@ class _Run:
     def _progress(self, stage: Stage, progress: float, **kw: Any) -> None:
         if self.progress_fn is None:
             return
-        with contextlib.suppress(Exception):
+        with self._progress_lock, contextlib.suppress(Exception):
             self.progress_fn(ProgressEvent(stage=stage, progress=progress, **kw))
 
     def _timed(self, stage: str, started: float) -> None:
