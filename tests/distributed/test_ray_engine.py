@@ -451,3 +451,28 @@ def test_a_reduce_task_run_again_replaces_its_part_files(tmp_path: Path) -> None
     assert pq.read_table(folders["matched"]).column("k").to_pylist() == [1, 2]
     assert pq.read_table(folders["left"]).column("k").to_pylist() == [3]
     assert pq.read_table(folders["right"]).schema.remove_metadata() == schema
+
+
+def _fails() -> None:
+    raise ValueError("this bucket failed")
+
+
+def _runs_until_cancelled() -> None:
+    for _ in range(60_000):  # a long bucket; checks for cancellation between steps
+        time.sleep(0.01)
+
+
+def test_a_failed_task_cancels_the_tasks_still_running(ray_cluster: str) -> None:
+    """A run that has failed does not keep the cluster busy with buckets nobody will read."""
+    import ray
+
+    from kalla.distributed import connect
+    from kalla.distributed._run import as_completed
+
+    connect(ray_cluster)
+    slow = ray.remote(num_cpus=0, max_retries=0)(_runs_until_cancelled).remote()
+    failing = ray.remote(num_cpus=0, max_retries=0)(_fails).remote()
+    with pytest.raises(ray.exceptions.RayTaskError, match="this bucket failed"):
+        list(as_completed([slow, failing]))
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(slow, timeout=120)

@@ -16,9 +16,10 @@ reduce task replaces its part files (see :func:`._tasks.write_parts`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,23 @@ def _map_task(
 def _reduce_task(spec: ReduceSpec, bucket: int, n_left: int, *parts: pa.Table) -> BucketResult:
     result = match_bucket(spec, {Side.LEFT: list(parts[:n_left]), Side.RIGHT: list(parts[n_left:])})
     return result if spec.parts is None else write_parts(result, spec.parts, bucket)
+
+
+def as_completed(refs: list[Any]) -> Generator[Any, None, None]:
+    """Each task's result as soon as it is done. When one fails (or the caller stops), the
+    tasks still queued or running are cancelled: a failed run frees the cluster at once
+    instead of finishing buckets nobody will read."""
+    import ray
+
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    finally:
+        for ref in pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
 
 
 def _one_host() -> bool:
@@ -357,24 +375,19 @@ class _RayRun(_Run):
         return small, results
 
     def _collect(self, pending: list[Any], total: int) -> tuple[int, int, list[pa.Table]]:
-        import ray
-
         pairs = rows = 0
         keys: list[pa.Table] = []
-        done = 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            result: BucketResult = ray.get(ready[0])
-            self._write("matched", result.matched)  # empty when the task wrote a part file
-            rows += result.rows["matched"]
-            pairs += result.pairs
-            for side, table in result.unmatched.items():
-                self._write(side.value, table)
-                self._unmatched_rows[side] += result.rows[side.value]
-            if result.matched_keys is not None:
-                keys.append(result.matched_keys)
-            done += 1
-            self._progress(Stage.MATCHING, done / total, matched_count=pairs)
+        with contextlib.closing(as_completed(pending)) as results:  # closing cancels the rest
+            for done, result in enumerate(results, 1):
+                self._write("matched", result.matched)  # empty when the task wrote a part file
+                rows += result.rows["matched"]
+                pairs += result.pairs
+                for side, table in result.unmatched.items():
+                    self._write(side.value, table)
+                    self._unmatched_rows[side] += result.rows[side.value]
+                if result.matched_keys is not None:
+                    keys.append(result.matched_keys)
+                self._progress(Stage.MATCHING, done / total, matched_count=pairs)
         return pairs, rows, keys
 
     def _broadcast_unmatched(self, engine: Engine, side: Side, keys: list[pa.Table]) -> None:
