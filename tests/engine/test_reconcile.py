@@ -376,8 +376,10 @@ def test_reasons_can_be_left_out_for_speed(ws: Workspace) -> None:
     )
 
 
-@pytest.mark.parametrize("uri", ["bad\x00name.csv", "bad\udc1dname.csv"])
-def test_paths_the_system_cannot_represent_are_a_typed_error(ws: Workspace, uri: str) -> None:
+@pytest.mark.parametrize(
+    "uri", ["bad\x00name.csv", "bad\udc1dname.csv", "~no-such-user-kalla/x.csv", "~u"]
+)
+def test_paths_that_cannot_name_a_file_are_a_typed_error(ws: Workspace, uri: str) -> None:
     from kalla.errors import SourceUriInvalid
 
     with pytest.raises(SourceUriInvalid):

@@ -27,9 +27,14 @@ class FileConnector(Connector):
     schemes = ("file",)
 
     def local_path(self, uri: str) -> Path:
-        if uri.lower().startswith("file://"):
-            return Path(unquote(urlsplit(uri).path))
-        return Path(uri)
+        """The path ``uri`` names, ``~`` and ``~user`` expanded."""
+        path = Path(unquote(urlsplit(uri).path)) if uri.lower().startswith("file://") else Path(uri)
+        try:
+            return path.expanduser()
+        except RuntimeError:  # ~name of an unknown user, or no home directory
+            raise SourceUriInvalid(
+                f"{uri!r} starts with '~' but that user or home directory does not exist"
+            ) from None
 
     def check(self, uri: str) -> None:
         path = self.local_path(uri)
@@ -51,7 +56,7 @@ class FileConnector(Connector):
 
     def open(self, source: JobSource, ctx: ConnectorContext) -> TableSource:
         self.check(source.uri)
-        path = self.local_path(source.uri).expanduser()
+        path = self.local_path(source.uri)
         if path.is_dir():
             return _folder(path, source.alias)
         if not path.is_file():

@@ -75,7 +75,7 @@ def check_callback_url(url: str, allowed_hosts: list[str]) -> None:
 
 def _check_under_roots(alias: str, path: Path, roots: list[Path]) -> None:
     # resolve() follows symlinks, so a link inside a root that points outside is refused.
-    resolved = path.expanduser().resolve()
+    resolved = path.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         raise SourceOutsideAllowedRoots(
             f"source {alias!r}: {str(path)!r} is outside the folders this runner may read "
