@@ -333,3 +333,21 @@ def test_a_cancelled_read_stops_with_cancelled(
     ctx.cancel.set()
     with pytest.raises(Cancelled, match=r"public\.big"):
         PostgresConnector().open(JobSource(alias="src", uri=pg.uri("big")), ctx)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("numeric(10,2)", "NaN"),
+        ("numeric", "NaN"),
+        ("numeric", "Infinity"),
+        ("numeric", "-Infinity"),
+    ],
+)
+def test_a_numeric_without_an_exact_decimal_form_is_an_error(
+    pg: PgServer, pg_conn: psycopg.Connection, tmp_path: Path, kind: str, value: str
+) -> None:
+    pg_conn.execute(f"DROP TABLE IF EXISTS odd; CREATE TABLE odd (id int, amt {kind});"
+                    f"INSERT INTO odd VALUES (1, 1.5), (2, '{value}')")  # fmt: skip
+    with pytest.raises(SourceReadFailed, match="amt"):
+        read(pg.uri("odd"), tmp_path)
