@@ -308,6 +308,16 @@ class Cancelled(RuntimeFailure):
     http_status = 499
 
 
+def first_failure(errors: list[BaseException | None]) -> BaseException | None:
+    """The error to report from work done in parallel: the first real failure, in order.
+
+    When one part fails, the others are told to stop and end with :class:`Cancelled`; that
+    is a consequence, never the cause, so it is reported only when nothing else failed.
+    """
+    real = [e for e in errors if e is not None and not isinstance(e, Cancelled)]
+    return real[0] if real else next((e for e in errors if e is not None), None)
+
+
 # --- Errors only the HTTP runner raises -------------------------------------------------------
 
 

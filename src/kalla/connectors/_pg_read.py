@@ -30,7 +30,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import Cancelled, KallaError, PermissionDenied, SourceNotFound, SourceReadFailed
+from ..errors import (
+    Cancelled,
+    KallaError,
+    PermissionDenied,
+    SourceNotFound,
+    SourceReadFailed,
+    first_failure,
+)
 from ._pg_errors import PgSite, classify, driver_errors
 from ._pg_filters import PgWhere
 from ._pg_types import PgColumn, arrow_for, needs_probe, quote_ident, select_expr
@@ -350,9 +357,7 @@ class TableRead:
 
         with ThreadPoolExecutor(max_workers=len(ranges), thread_name_prefix="kalla-pg") as pool:
             futures = [pool.submit(one, i) for i in range(len(ranges))]
-            errors = [f.exception() for f in futures]
-        real = [e for e in errors if e is not None and not isinstance(e, Cancelled)]
-        first = real[0] if real else next((e for e in errors if e is not None), None)
+            first = first_failure([f.exception() for f in futures])
         if first is not None:
             raise first
         return [str(p) for p in paths]

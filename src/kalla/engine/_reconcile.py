@@ -34,12 +34,12 @@ from ..connectors import (
     redact_uri,
 )
 from ..errors import (
-    Cancelled,
     DuplicatePrimaryKey,
     ExecutionFailed,
     KallaError,
     PrimaryKeyMissing,
     SchemaMismatch,
+    first_failure,
 )
 from ..evidence import (
     RuleCounts,
@@ -232,11 +232,10 @@ class _Run:
             src = self.request.source(side)
             with translate(stage=Stage.STAGING.value, source=src.alias):
                 table = tables[side]
-                staging = self.writer.scratch / f"staging_{side.value}"
                 schema = engine.register_source(
                     _base(side), table,
                     declared=schema_types(src.schema_),
-                    staging_dir=staging,
+                    staging_dir=self._staging_dir(side),
                     in_memory=self._fits_in_memory(engine, table),
                 )  # fmt: skip
                 self.columns[side] = {f.name: str(f.type) for f in schema}
@@ -260,6 +259,9 @@ class _Run:
 
     stage_csv: bool | None = None
 
+    def _staging_dir(self, side: Side) -> Path:
+        return self.writer.scratch / f"staging_{side.value}"
+
     def _open_sources(self) -> dict[Side, TableSource]:
         """Open both sources at once and return what each connector made scannable.
 
@@ -278,9 +280,7 @@ class _Run:
             try:
                 with translate(stage=Stage.STAGING.value, source=src.alias):
                     connector = self.registry.for_uri(src.uri)
-                    ctx = ConnectorContext(
-                        staging_dir=self.writer.scratch / f"staging_{side.value}", cancel=cancel
-                    )
+                    ctx = ConnectorContext(staging_dir=self._staging_dir(side), cancel=cancel)
                     table = connector.open(src, ctx)
             except BaseException:
                 cancel.set()
@@ -291,9 +291,7 @@ class _Run:
 
         with ThreadPoolExecutor(max_workers=len(Side), thread_name_prefix="kalla-open") as pool:
             futures = {side: pool.submit(open_side, side) for side in Side}
-            errors = [f.exception() for f in futures.values()]
-        real = [e for e in errors if e is not None and not isinstance(e, Cancelled)]
-        first = real[0] if real else next((e for e in errors if e is not None), None)
+            first = first_failure([f.exception() for f in futures.values()])
         if first is not None:
             raise first
         return {side: f.result() for side, f in futures.items()}
