@@ -34,6 +34,14 @@ class FilterOp(StrEnum):
     IN = "in"
     LIKE = "like"
 
+    @property
+    def comparison(self) -> str | None:
+        """The SQL operator of a comparison (``eq`` → ``=``, …); ``None`` for between/in/like."""
+        return _COMPARISONS.get(self.value)
+
+
+_COMPARISONS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
 
 Scalar = Annotated[int | Decimal | str, Field(union_mode="left_to_right")]
 

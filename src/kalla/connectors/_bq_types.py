@@ -39,15 +39,6 @@ _DIRECT: dict[str, pa.DataType] = {
     "TIMESTAMP": pa.timestamp("us", tz="UTC"),
 }
 
-_COMPARE = {
-    FilterOp.EQ: "=",
-    FilterOp.NEQ: "<>",
-    FilterOp.GT: ">",
-    FilterOp.GTE: ">=",
-    FilterOp.LT: "<",
-    FilterOp.LTE: "<=",
-}
-
 
 @dataclass(frozen=True)
 class BqColumn:
@@ -171,8 +162,8 @@ def row_restriction(
         values = f.value if isinstance(f.value, list) else [f.value]
         literals = [_literal(col, v, where) for v in values]
         ident = f"`{col.name}`"
-        if f.op in _COMPARE:
-            clause = f"{ident} {_COMPARE[f.op]} {literals[0]}"
+        if f.op.comparison is not None:
+            clause = f"{ident} {f.op.comparison} {literals[0]}"
         elif f.op is FilterOp.BETWEEN:
             clause = f"{ident} BETWEEN {literals[0]} AND {literals[1]}"
         elif f.op is FilterOp.IN:

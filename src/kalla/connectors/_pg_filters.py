@@ -19,15 +19,6 @@ from ._pg_types import TEXT_TYPES, PgColumn, quote_ident
 
 __all__ = ["PgWhere", "build_where"]
 
-_COMPARE = {
-    FilterOp.EQ: "=",
-    FilterOp.NEQ: "<>",
-    FilterOp.GT: ">",
-    FilterOp.GTE: ">=",
-    FilterOp.LT: "<",
-    FilterOp.LTE: "<=",
-}
-
 
 @dataclass(frozen=True)
 class PgWhere:
@@ -81,8 +72,8 @@ def build_where(
             cast = "" if f.op is FilterOp.LIKE else f"::{col.sql_type}"
             params.append(f"(SELECT pg_catalog.current_setting('{name}'){cast})")
         ident = quote_ident(col.name)
-        if f.op in _COMPARE:
-            clause = f"{ident} {_COMPARE[f.op]} {params[0]}"
+        if f.op.comparison is not None:
+            clause = f"{ident} {f.op.comparison} {params[0]}"
         elif f.op is FilterOp.BETWEEN:
             clause = f"{ident} BETWEEN {params[0]} AND {params[1]}"
         elif f.op is FilterOp.IN:

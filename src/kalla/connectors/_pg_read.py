@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -226,15 +226,7 @@ class TableRead:
         staging_dir.mkdir(parents=True, exist_ok=True)
         coord = PgSession(self.dbapi, self.conn_uri, self.site)
         try:
-            coord.begin()
-            table = self._find_table(coord)
-            cols = self.columns(coord, table.oid)
-            where = where_for(cols)
-            self._bind(coord, where)
-            for what, sql in where.checks:
-                with driver_errors(self.site, repr(what), filter_values=True):
-                    coord.cursor.execute(sql)
-                    coord.cursor.fetchall()
+            table, cols, where = self._open(coord, where_for)
             decimals = self._decimal_types(coord, cols, table, where)
             target = pa.schema(
                 [pa.field(c.name, arrow_for(c, decimals.get(c.name))) for c in cols.values()]
@@ -263,48 +255,24 @@ class TableRead:
         """
         s = PgSession(self.dbapi, self.conn_uri, self.site)
         try:
-            s.begin()
-            table = self._find_table(s)
-            cols = self.columns(s, table.oid)
-            where = where_for(cols)
-            self._bind(s, where)
-            for what, sql in where.checks:
-                with driver_errors(self.site, repr(what), filter_values=True):
-                    s.cursor.execute(sql)
-                    s.cursor.fetchall()
+            table, cols, where = self._open(s, where_for)
             measured = [
                 c.name for c in cols.values()
                 if needs_probe(c) and not isinstance(self.declared.get(c.name), pa.Decimal128Type)
             ]  # fmt: skip
-            fields, exprs = [], []
+            fields = []
             for c in cols.values():
-                if c.name in measured:
-                    fields.append(pa.field(c.name, pa.string()))
-                    exprs.append(f"{quote_ident(c.name)}::text AS {quote_ident(c.name)}")
-                else:
-                    declared = self.declared.get(c.name)
-                    decimal = declared if isinstance(declared, pa.Decimal128Type) else None
-                    fields.append(pa.field(c.name, arrow_for(c, decimal)))
-                    exprs.append(select_expr(c))
+                declared = self.declared.get(c.name)
+                decimal = declared if isinstance(declared, pa.Decimal128Type) else None
+                kind = pa.string() if c.name in measured else arrow_for(c, decimal)
+                fields.append(pa.field(c.name, kind))
+            exprs = [select_expr(c) for c in cols.values()]
             target = pa.schema(fields)
             sql = (
                 f"SELECT {', '.join(exprs)} FROM {table.qualified} WHERE {where.sql} "
                 f"LIMIT {int(limit)}"
             )
-            with driver_errors(self.site, "starting the preview"):
-                s.cursor.execute(sql)
-                reader = s.cursor.fetch_record_batch()
-            batches = []
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except KallaError:
-                    raise
-                except Exception as exc:
-                    raise classify(exc, self.site, doing="reading rows") from exc
-                batches.append(_convert(batch, target, self.site))
+            batches = [_convert(b, target, self.site) for b in _batches(s, sql, self.site)]
             result = pa.Table.from_batches(batches, schema=target)
             for name in measured:
                 i = result.schema.get_field_index(name)
@@ -313,6 +281,21 @@ class TableRead:
             return result
         finally:
             s.close()
+
+    def _open(
+        self, s: PgSession, where_for: Callable[[dict[str, PgColumn]], PgWhere]
+    ) -> tuple[_Table, dict[str, PgColumn], PgWhere]:
+        """Begin the read-only transaction; find the table, its columns and the checked filter."""
+        s.begin()
+        table = self._find_table(s)
+        cols = self.columns(s, table.oid)
+        where = where_for(cols)
+        self._bind(s, where)
+        for what, sql in where.checks:
+            with driver_errors(self.site, repr(what), filter_values=True):
+                s.cursor.execute(sql)
+                s.cursor.fetchall()
+        return table, cols, where
 
     def _partition_count(self, table: _Table) -> int:
         if table.relkind not in ("r", "m") or table.pages == 0:
@@ -363,6 +346,30 @@ class TableRead:
         return [str(p) for p in paths]
 
 
+def _batches(s: PgSession, sql: str, site: PgSite, *stops: threading.Event) -> Iterator[Any]:
+    """Run ``sql`` and yield its Arrow batches as the driver decodes them.
+
+    Stops with :class:`Cancelled` (and cancels the query) as soon as any of ``stops`` is set.
+    """
+    with driver_errors(site, "starting the read"):
+        s.cursor.execute(sql)
+        reader = s.cursor.fetch_record_batch()
+    while True:
+        if any(stop.is_set() for stop in stops):
+            s.cancel()
+            raise Cancelled(
+                f"{site.prefix()}: read stopped (another read failed, or the run was cancelled)"
+            )
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except KallaError:
+            raise
+        except Exception as exc:
+            raise classify(exc, site, doing="reading rows") from exc
+
+
 def _stream(
     s: PgSession,
     sql: str,
@@ -371,28 +378,9 @@ def _stream(
     site: PgSite,
     *stops: threading.Event,
 ) -> None:
-    """Run ``sql`` and append its batches, converted to ``target``, to one Parquet file.
-
-    Stops with :class:`Cancelled` (and cancels the query) as soon as any of ``stops`` is set.
-    """
-    with driver_errors(site, "starting the read"):
-        s.cursor.execute(sql)
-        reader = s.cursor.fetch_record_batch()
+    """Run ``sql`` and append its batches, converted to ``target``, to one Parquet file."""
     with staging_writer(path, target) as writer:
-        while True:
-            if any(stop.is_set() for stop in stops):
-                s.cancel()
-                raise Cancelled(
-                    f"{site.prefix()}: read stopped (another read failed, or the run was cancelled)"
-                )
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except KallaError:
-                raise
-            except Exception as exc:
-                raise classify(exc, site, doing="reading rows") from exc
+        for batch in _batches(s, sql, site, *stops):
             writer.write_batch(_convert(batch, target, site))
 
 

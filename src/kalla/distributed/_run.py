@@ -30,14 +30,14 @@ from ..connectors import ConnectorRegistry, TableSource, default_registry
 from ..engine import Engine
 from ..engine._reasons import never_offered, reason_fields, unmatched_query
 from ..engine._reconcile import ProgressFn, _all, _Run
-from ..engine._rules import RuleOutput
+from ..engine._rules import RuleOutput, pairs_dataframe
 from ..engine._session import parquet_rows
 from ..errors import BroadcastTooLarge, ExecutionFailed, KallaError, MatchSqlUnsupported
 from ..evidence import RunResult, RunStatus, SideCounts
 from ..job import JobRequest, Side
 from ..progress import Stage
 from ..rules import single_rule
-from ..sql import SideTable, key_column, plan_match, quote
+from ..sql import SideTable, plan_match, quote
 from ._cluster import connect
 from ._options import RayOptions
 from ._plan import JoinPlan, Mode, plan_join
@@ -258,10 +258,7 @@ class _RayRun(_Run):
         return pairs, rows
 
     def _matched_schema(self, engine: Engine, sql: str) -> pa.Schema:
-        df = engine.dataframe(sql)
-        for side in Side:
-            df = df.with_column_renamed(key_column(side), f"{side.value}_key")
-        return pa.schema([*df.schema(), pa.field("rule", pa.string(), nullable=False)])
+        return pairs_dataframe(engine, sql, "match_sql").schema()
 
     def _part_target(self) -> PartTarget | None:
         """Folders for the reduce tasks' part files, when they can write into the run folder."""

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datafusion import lit
 
 from ..engine import Engine
 from ..engine._reasons import unmatched_query
-from ..engine._rules import RuleOutput
+from ..engine._rules import RuleOutput, pairs_dataframe
+from ..evidence._store import dataset_files
 from ..job import Side
 from ..rules import single_rule
-from ..sql import SideTable, key_column, quote
+from ..sql import SideTable, quote
 from ._plan import KEY_PREFIX
 
 __all__ = [
@@ -227,12 +227,7 @@ def match_bucket(spec: ReduceSpec, parts: dict[Side, list[pa.Table]]) -> BucketR
             engine.register_arrow(records[side], _concat(parts[side], spec.schemas[side]))
             not_null = " AND ".join(f"{quote(k)} IS NOT NULL" for k in spec.primary_keys[side])
             engine.register_filtered(spec.tables[side], records[side], not_null)
-        df = engine.dataframe(spec.sql)
-        for side in Side:
-            df = df.with_column_renamed(key_column(side), f"{side.value}_key")
-        matched = _plain(
-            df.with_column("rule", lit(pa.scalar(rule.name, pa.string()))).to_arrow_table()
-        )
+        matched = _plain(pairs_dataframe(engine, spec.sql, rule.name).to_arrow_table())
         engine.register_arrow(_MATCHED, matched, matched.schema)
         pairs = int(
             engine.scalar(
@@ -302,7 +297,7 @@ def finish_parts(target: PartTarget) -> None:
         path, schema = Path(folder), target.schemas[name]
         for leftover in path.glob(".part-*.tmp"):
             leftover.unlink(missing_ok=True)
-        if not any(path.glob("part-*.parquet")):
+        if not dataset_files(path):
             write_part(schema.empty_table(), path, "part-empty.parquet", schema)
 
 

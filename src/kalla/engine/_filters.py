@@ -11,11 +11,6 @@ from ..sql import quote
 
 __all__ = ["filter_sql"]
 
-_OPS = {
-    FilterOp.EQ: "=", FilterOp.NEQ: "<>", FilterOp.GT: ">", FilterOp.GTE: ">=",
-    FilterOp.LT: "<", FilterOp.LTE: "<=",
-}  # fmt: skip
-
 
 def _sql_type(t: pa.DataType) -> str | None:
     if pa.types.is_decimal(t):
@@ -86,5 +81,5 @@ def filter_sql(filters: list[FilterCondition], schema: pa.Schema, alias: str) ->
             items = ", ".join(_literal(v, f.column, t, alias) for v in f.value)  # type: ignore[union-attr]
             parts.append(f"{col} IN ({items})")
         else:
-            parts.append(f"{col} {_OPS[f.op]} {_literal(f.value, f.column, t, alias)}")
+            parts.append(f"{col} {f.op.comparison} {_literal(f.value, f.column, t, alias)}")
     return " AND ".join(f"({p})" for p in parts) if parts else None

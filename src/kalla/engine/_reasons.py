@@ -172,14 +172,21 @@ def reasons_table(
         "u.reason AS _reason, u.rule AS c_rule, u.other_key AS c_key, "
         "u.predicate AS c_predicate, u.difference AS c_difference"
     )
-    ranked = (
-        f"SELECT u.*, {rank} AS __kalla_rank FROM {rows} u LEFT SEMI JOIN {several} m ON {on('m')}"
+    # Written once: the query below reads the ranked rows twice.
+    ranked_path = scratch / f"reasons_{side.value}_ranked.parquet"
+    engine.write_parquet(
+        engine.dataframe(
+            f"SELECT u.*, {rank} AS __kalla_rank FROM {rows} u LEFT SEMI JOIN {several} m ON {on('m')}"
+        ),
+        ranked_path,
     )
+    ranked = f"{tag}_ranked"
+    engine.register_file(ranked, ranked_path)
     query = (
         f"SELECT {ucols}, {picked} FROM {rows} u LEFT ANTI JOIN {several} m ON {on('m')} "
         f"UNION ALL "
-        f"SELECT {ucols}, {picked} FROM ({ranked}) u "
-        f"JOIN (SELECT {kcols}, min(__kalla_rank) AS __kalla_best FROM ({ranked}) "
+        f"SELECT {ucols}, {picked} FROM {ranked} u "
+        f"JOIN (SELECT {kcols}, min(__kalla_rank) AS __kalla_best FROM {ranked} "
         f"GROUP BY {kcols}) b ON {on('b')} AND u.__kalla_rank = b.__kalla_best"
     )
     engine.replace_view(tag, query)

@@ -14,14 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-from datafusion import col, lit
+from datafusion import DataFrame, col, lit
 
 from ..rules import AggregateRule, Ambiguity, Cardinality, Rule
 from ..side import Side
 from ..sql import SideTable, key_column, plan_match, prepare_sql, quote
 from ._session import Engine, parquet_rows
 
-__all__ = ["RANK_PREFIX", "Choice", "RuleOutput", "choose", "combine", "part_counts", "run_rule"]
+__all__ = [
+    "RANK_PREFIX",
+    "Choice",
+    "RuleOutput",
+    "choose",
+    "combine",
+    "pairs_dataframe",
+    "part_counts",
+    "run_rule",
+]
 
 RANK_PREFIX = "__kalla_rank_"
 
@@ -145,6 +154,15 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def pairs_dataframe(engine: Engine, sql: str, rule_name: str) -> DataFrame:
+    """The pairs a rewritten ``match_sql`` (:func:`kalla.sql.plan_match`) outputs, as evidence
+    carries them: the key structs named ``left_key`` / ``right_key``, and a ``rule`` column."""
+    df = engine.dataframe(sql)
+    for side in Side:
+        df = df.with_column_renamed(key_column(side), _key(side))
+    return df.with_column("rule", lit(pa.scalar(rule_name, pa.string())))
+
+
 def run_rule(
     engine: Engine, rule: Rule, index: int, sides: dict[Side, SideTable], out: Path, scratch: Path
 ) -> RuleOutput:
@@ -154,10 +172,7 @@ def run_rule(
     exclusive = rule.cardinality is not Cardinality.MANY_TO_MANY
     ranks = {f"{RANK_PREFIX}{j}": e for j, e in enumerate(rule.rank_by)} if exclusive else {}
     plan = plan_match(rule.match_sql, sides, extra=ranks)
-    df = engine.dataframe(plan.sql)
-    for side in Side:
-        df = df.with_column_renamed(key_column(side), _key(side))
-    df = df.with_column("rule", lit(pa.scalar(rule.name, pa.string())))
+    df = pairs_dataframe(engine, plan.sql, rule.name)
     if not exclusive:
         engine.write_parquet(df, out)
         return RuleOutput(out)

@@ -38,7 +38,7 @@ from ..errors import (
 )
 from ..side import Side
 from ._models import MATCHED, METADATA, SUGGESTED, UNMATCHED, RunMetadata, RunStatus
-from ._store import RunWriter, dataset_rows
+from ._store import RunWriter, dataset_rows, is_part_name
 
 if TYPE_CHECKING:
     from ..connectors.s3 import S3Settings
@@ -427,35 +427,26 @@ class _S3Root:
 
     def part_keys(self, prefix: str) -> list[str]:
         """Keys (relative to the root) of the Parquet parts directly under ``prefix``."""
-        import obstore
-
-        from ..connectors.s3 import _store_errors
-
         full = self.loc.key + prefix
-        with _store_errors(f"cannot list {self.loc.url(full)}", self.settings):
-            keys = [
-                m["path"]
-                for chunk in obstore.list(self.store, prefix=full, chunk_size=1000)
-                for m in chunk
-            ]
-        names = [k[len(full) :] for k in keys]
-        return sorted(
-            prefix + n for n in names
-            if "/" not in n and n.endswith(".parquet") and not n.startswith((".", "_"))
-        )  # fmt: skip
+        names = [k[len(full) :] for k in self._list(full)]
+        return sorted(prefix + n for n in names if "/" not in n and is_part_name(n))
 
-    def metadata_texts(self) -> list[str]:
+    def _list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (a full key, bucket-relative)."""
         import obstore
 
         from ..connectors.s3 import _store_errors
 
-        prefix = self.loc.key + RUNS + "/"
         with _store_errors(f"cannot list {self.loc.url(prefix)}", self.settings):
-            keys = [
+            return [
                 m["path"]
                 for chunk in obstore.list(self.store, prefix=prefix, chunk_size=1000)
                 for m in chunk
             ]
+
+    def metadata_texts(self) -> list[str]:
+        prefix = self.loc.key + RUNS + "/"
+        keys = self._list(prefix)
         out = []
         for key in keys:
             rest = key[len(prefix) :].split("/")

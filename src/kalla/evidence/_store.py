@@ -24,18 +24,20 @@ from ..errors import EvidenceExists, EvidenceWriteFailed
 from ..job import Side
 from ._models import MATCHED, METADATA, SUGGESTED, UNMATCHED, OutputPaths, RunMetadata, RunStatus
 
-__all__ = ["RunWriter", "dataset_files", "dataset_rows", "read_metadata"]
+__all__ = ["RunWriter", "dataset_files", "dataset_rows", "is_part_name", "read_metadata"]
+
+
+def is_part_name(name: str) -> bool:
+    """Whether ``name`` in a dataset folder is a part: ``*.parquet``, not hidden (``.``/``_``
+    names are skipped, as pyarrow does, so a part being written is never read)."""
+    return name.endswith(".parquet") and not name.startswith((".", "_"))
 
 
 def dataset_files(path: Path) -> list[Path]:
-    """The Parquet files of one dataset: the file itself, or a folder's part files in name
-    order (``*.parquet``, skipping hidden ``.``/``_`` names as pyarrow does)."""
+    """The Parquet files of one dataset: the file itself, or a folder's parts in name order."""
     if not path.is_dir():
         return [path]
-    return sorted(
-        p for p in path.iterdir()
-        if p.suffix == ".parquet" and not p.name.startswith((".", "_")) and p.is_file()
-    )  # fmt: skip
+    return sorted(p for p in path.iterdir() if is_part_name(p.name) and p.is_file())
 
 
 def dataset_rows(path: Path) -> int:
